@@ -1,0 +1,48 @@
+"""Shared test set-up.
+
+The repository root is a ComfyUI custom-node package whose folder name users choose freely, and its modules use
+relative imports.  Tests import it under the fixed name ``talkinghead`` (exactly as an outside check imports the
+root as a package), without running the ComfyUI entry point.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("TALKINGHEAD_SHARED", REPO.parent / "shared")).resolve()
+FIXTURES = SHARED / "fixtures"
+
+
+def _import_repo_as_package(name: str = "talkinghead"):
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, REPO / "__init__.py", submodule_search_locations=[str(REPO)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+_import_repo_as_package()
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    if not FIXTURES.is_dir():
+        pytest.fail(f"reference fixtures not found at {FIXTURES}: put ../shared beside the repo or set TALKINGHEAD_SHARED")
+    return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def diff2lip_fixtures(fixtures_dir) -> Path:
+    return fixtures_dir / "diff2lip"
+
+
+@pytest.fixture(scope="session")
+def gagavatar_fixtures(fixtures_dir) -> Path:
+    return fixtures_dir / "gagavatar"
