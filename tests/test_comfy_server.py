@@ -1,0 +1,71 @@
+"""The pack inside a real ComfyUI 0.3.75 server, driven through its HTTP API and websocket."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from comfy_server import PACK_DIR_NAME
+
+pytestmark = pytest.mark.server
+
+EXPECTED_NODES = {
+    "Diff2LipModelLoader": ({"ckpt_name", "precision", "num_head_channels"}, ["DIFF2LIP_MODEL"]),
+    "Diff2LipModelInfo": ({"model"}, ["STRING"]),
+}
+
+
+def test_pack_imports_without_errors(comfy_server):
+    log = comfy_server.log()
+    pack_lines = [line for line in log.splitlines() if PACK_DIR_NAME in line]
+    assert pack_lines, f"the pack was not loaded at all:\n{log[-3000:]}"
+    assert not any("IMPORT FAILED" in line for line in pack_lines), "\n".join(pack_lines)
+
+
+def test_every_node_is_registered_with_its_sockets(comfy_server):
+    info = comfy_server.get("/object_info")
+    for node_id, (inputs, outputs) in EXPECTED_NODES.items():
+        assert node_id in info, f"{node_id} missing from /object_info"
+        declared = info[node_id]["input"]
+        names = set(declared.get("required", {})) | set(declared.get("optional", {}))
+        assert inputs <= names, f"{node_id}: inputs {sorted(names)} lack {sorted(inputs - names)}"
+        assert info[node_id]["output"] == outputs
+
+
+def test_loader_lists_model_folder_and_runs_through_prompt(comfy_server):
+    info = comfy_server.get("/object_info/Diff2LipModelLoader")["Diff2LipModelLoader"]
+    spec = info["input"]["required"]["ckpt_name"]
+    options = spec[1]["options"] if spec[0] == "COMBO" else spec[0]  # V3 schemas send ["COMBO", {"options": [...]}]
+    assert "tiny_unet.pt" in options
+    prompt = {
+        "1": {"class_type": "Diff2LipModelLoader",
+              "inputs": {"ckpt_name": "tiny_unet.pt", "precision": "auto", "num_head_channels": 32}},
+        "2": {"class_type": "Diff2LipModelInfo", "inputs": {"model": ["1", 0]}},
+    }
+    result = comfy_server.run(prompt, timeout=300)
+    kinds = [m["type"] for m in result["messages"]]
+    assert kinds[-1] == "execution_success", result["messages"][-1]
+    assert result["history"]["status"]["status_str"] == "success"
+    text = result["history"]["outputs"]["2"]["text"][0]
+    params = int(re.search(r"([\d,]+) parameters", text).group(1).replace(",", ""))
+    assert params == 2_432_742  # element count of the tiny official-format checkpoint (fixtures README)
+    again = comfy_server.run(prompt, timeout=60)
+    cached = [m for m in again["messages"] if m["type"] == "execution_cached"]
+    assert cached and set(cached[0]["data"]["nodes"]) == {"1", "2"}
+
+
+def test_missing_combo_value_and_wrong_link_type_are_rejected(comfy_server):
+    status, body = comfy_server.queue({
+        "1": {"class_type": "Diff2LipModelLoader",
+              "inputs": {"ckpt_name": "missing.pt", "precision": "auto", "num_head_channels": 64}},
+        "2": {"class_type": "Diff2LipModelInfo", "inputs": {"model": ["1", 0]}},
+    })
+    assert status == 400 and "value_not_in_list" in str(body)
+    status, body = comfy_server.queue({
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+        "2": {"class_type": "Diff2LipModelInfo", "inputs": {"model": ["1", 0]}},
+    })
+    assert status == 400
+    errors = body["node_errors"]["2"]
+    assert errors["class_type"] == "Diff2LipModelInfo"
+    assert any(e["type"] == "return_type_mismatch" for e in errors["errors"]), errors
