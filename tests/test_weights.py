@@ -195,6 +195,11 @@ def test_checksum_mismatch_deletes_download_and_existing_files_are_never_overwri
     assert "sha256 mismatch" in capsys.readouterr().err
     assert not final.exists() and not final.with_name("alpha.bin.part").exists()
 
+    server.files["/alpha.bin"] = PAYLOAD[:-5]  # another file at the address: refused from its announced size
+    assert _fetch(test_manifest, models, server, "alpha") == 1
+    assert "the server's file is 299995 bytes but the manifest expects 300000" in capsys.readouterr().err
+    assert not final.exists() and not final.with_name("alpha.bin.part").exists()
+
     final.write_bytes(PAYLOAD)  # a good file in place: a fetch must not even contact the server
     requests_before = len(server.requests)
     assert _fetch(test_manifest, models, server, "alpha") == 0

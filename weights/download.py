@@ -36,20 +36,24 @@ def download_file(url: str, final_path: Path, size: Optional[int] = None, sha256
     if size is not None and offset > size:
         part.unlink()  # cannot be a prefix of the expected file
         offset = 0
-    remote_total = size if size is not None and offset == size else _fetch_into_part(url, part, offset, progress, timeout)
+    remote_total = size if offset == size else _fetch_into_part(url, part, offset, size, progress, timeout)
     _check_part(part, size if size is not None else remote_total, sha256)
     os.replace(part, final_path)
     return final_path
 
 
-def _fetch_into_part(url: str, part: Path, offset: int, progress: Progress, timeout: float) -> Optional[int]:
-    """Write the remote bytes from ``offset`` on into ``part``; return the remote size when the server states it."""
+def _fetch_into_part(url: str, part: Path, offset: int, size: Optional[int], progress: Progress,
+                     timeout: float) -> Optional[int]:
+    """Write the remote bytes from ``offset`` on into ``part``; return the remote size when the server states it.
+
+    A server whose file is not ``size`` bytes is serving something else: fail before transferring the body.
+    """
     try:
         response = _open(url, offset, timeout)
     except urllib.error.HTTPError as error:
         if error.code == 416 and offset:  # the .part is at least as long as the remote file: start again
             part.unlink()
-            return _fetch_into_part(url, part, 0, progress, timeout)
+            return _fetch_into_part(url, part, 0, size, progress, timeout)
         raise DownloadError(f"{url}: HTTP {error.code} {error.reason}") from error
     except (urllib.error.URLError, OSError) as error:
         raise DownloadError(f"{url}: {error}; run the same command again to resume") from error
@@ -59,6 +63,10 @@ def _fetch_into_part(url: str, part: Path, offset: int, progress: Progress, time
         expected = int(length) if length is not None else None
         if remote_total is None and expected is not None:
             remote_total = start + expected
+        if size is not None and remote_total not in (None, size):
+            part.unlink(missing_ok=True)
+            raise DownloadError(f"{url}: the server's file is {remote_total} bytes but the manifest expects {size}; "
+                                "nothing was kept (the source may have changed)")
         try:
             received = _copy(response, part, start, remote_total, progress)
         except (OSError, http.client.HTTPException) as error:
