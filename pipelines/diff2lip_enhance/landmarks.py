@@ -1,0 +1,141 @@
+"""Lip landmarks: MediaPipe FaceMesh (default, 468 points, model inside the mediapipe 0.10.21 wheel) and face-alignment's
+68-point 2D-FAN loaded from a LOCAL file (optional).
+
+Both landmarkers share one call signature, ``landmarker(frames, region_mask=None, progress=None) -> (points, found)``:
+``points`` float32 [N,K,2] in pixel (x, y), NaN where no face was found, and ``found`` bool [N]. ``LIP_SCHEMES`` says
+which indices form the outer lip contour and the mouth-opening pair of each point layout.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ._arrays import as_frames, as_masks
+from .masks import face_box_from_region
+
+MEDIAPIPE_HINT = ("MediaPipe FaceMesh needs mediapipe 0.10.21 (the last release whose wheel ships the face models). "
+                  "Install it without its numpy<2 pin: pip install --no-deps mediapipe==0.10.21 && "
+                  "pip install absl-py attrs flatbuffers 'protobuf>=4.25.3,<5' matplotlib")
+FACE_ALIGNMENT_HINT = "the 68-point FAN option needs face-alignment 1.5: pip install face-alignment==1.5.0"
+
+
+@dataclass(frozen=True)
+class LipScheme:
+    """Indices of one landmark layout: ordered outer lip contour, inner-lip gap pair, mouth-corner pair."""
+    outer_contour: tuple[int, ...]
+    gap_pair: tuple[int, int]
+    corner_pair: tuple[int, int]
+    num_points: int
+
+
+LIP_SCHEMES = {
+    # Outer cycle of mediapipe's FACEMESH_LIPS edge set, walked from the left corner 61 along the lower lip.
+    "facemesh": LipScheme(outer_contour=(61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0,
+                                         37, 39, 40, 185),
+                          gap_pair=(13, 14), corner_pair=(61, 291), num_points=468),
+    # iBUG 68-point layout: 48-59 outer lip, 60-67 inner lip; 62/66 are the inner-lip centres.
+    "fan68": LipScheme(outer_contour=tuple(range(48, 60)), gap_pair=(62, 66), corner_pair=(48, 54), num_points=68),
+}
+
+
+# The 40 indices of mediapipe's FACEMESH_LIPS (outer and inner lip contours).
+FACEMESH_LIP_POINTS = (0, 13, 14, 17, 37, 39, 40, 61, 78, 80, 81, 82, 84, 87, 88, 91, 95, 146, 178, 181, 185, 191, 267,
+                       269, 270, 291, 308, 310, 311, 312, 314, 317, 318, 321, 324, 375, 402, 405, 409, 415)
+
+
+def _to_uint8(frame: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(frame * 255.0), 0, 255).astype(np.uint8)
+
+
+def _import_mediapipe():
+    try:
+        import mediapipe as mp
+        return mp.solutions.face_mesh
+    except (ImportError, AttributeError) as error:
+        raise ImportError(MEDIAPIPE_HINT) from error
+
+
+def facemesh_landmarks(frames, region_mask=None, progress: Callable[[int, int], None] | None = None,
+                       min_detection_confidence: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """468 FaceMesh points per frame (the first face found), each frame detected independently.
+
+    ``region_mask`` is accepted for signature compatibility with :class:`FanLandmarker` and ignored.
+    Returns ``(points [N,468,2] float32 px with NaN where no face, found [N] bool)``.
+    """
+    frames = as_frames(frames)
+    face_mesh = _import_mediapipe()
+    count, height, width = frames.shape[:3]
+    points = np.full((count, 468, 2), np.nan, dtype=np.float32)
+    found = np.zeros(count, dtype=bool)
+    with face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1,
+                            min_detection_confidence=min_detection_confidence) as mesh:
+        for index in range(count):
+            faces = mesh.process(_to_uint8(frames[index])).multi_face_landmarks
+            if faces:
+                landmark = faces[0].landmark
+                points[index] = [(p.x * width, p.y * height) for p in landmark[:468]]
+                found[index] = True
+            if progress is not None:
+                progress(index + 1, count)
+    return points, found
+
+
+class FanLandmarker:
+    """face-alignment 1.5's 2D-FAN (68 points) from a local official ``2DFAN4-*.pth.tar`` state dict, no download.
+
+    The face box of each frame comes from the Diff2Lip region mask (its lower half, see ``face_box_from_region``),
+    so no face-detector weights are needed. ``compile=False``: torch.compile would add minutes on the first call.
+    """
+
+    def __init__(self, checkpoint_path: str | Path, device: str = "cpu", flip_input: bool = False):
+        path = Path(checkpoint_path)
+        if not path.is_file():
+            raise ValueError(f"checkpoint_path: no FAN file at {path}; download face-alignment's 2DFAN4-11f355bf06.pth.tar "
+                             "and pass its local path")
+        try:
+            import face_alignment
+        except ImportError as error:
+            raise ImportError(FACE_ALIGNMENT_HINT) from error
+        self._aligner = _local_file_aligner(face_alignment, path, device, flip_input)
+
+    def __call__(self, frames, region_mask=None, progress: Callable[[int, int], None] | None = None):
+        """68 points per frame; frames with an empty region mask (no face box) are reported as not found."""
+        frames = as_frames(frames)
+        if region_mask is None:
+            raise ValueError("region_mask: the FAN landmarker needs the Diff2Lip region mask to place the face box")
+        masks = as_masks(region_mask, frames, "region_mask")
+        points = np.full((len(frames), 68, 2), np.nan, dtype=np.float32)
+        found = np.zeros(len(frames), dtype=bool)
+        for index in range(len(frames)):
+            box = face_box_from_region(masks[index])
+            if box is not None:
+                result = self._aligner.get_landmarks_from_image(_to_uint8(frames[index]), detected_faces=[box])
+                if result:
+                    points[index] = result[0][:, :2]
+                    found[index] = True
+            if progress is not None:
+                progress(index + 1, len(frames))
+        return points, found
+
+
+def _local_file_aligner(face_alignment, path: Path, device: str, flip_input: bool):
+    """A ``face_alignment.FaceAlignment`` whose FAN weights come from ``path`` and whose detector is the no-weight
+    'folder' detector (boxes are always passed in)."""
+    import torch
+
+    class LocalFileFaceAlignment(face_alignment.FaceAlignment):
+        def _load_native(self, network_name, network_size, device, dtype):
+            network = face_alignment.models.FAN(network_size)
+            state = torch.load(path, map_location=device, weights_only=True)
+            try:
+                network.load_state_dict(state)
+            except (RuntimeError, TypeError, AttributeError) as error:
+                raise ValueError(f"checkpoint_path: {path} is not a face-alignment 1.5 2D-FAN state dict "
+                                 f"(official 2DFAN4-*.pth.tar expected): {error}") from error
+            return network.to(device, dtype=dtype).eval()
+
+    return LocalFileFaceAlignment(face_alignment.LandmarksType.TWO_D, device=device, flip_input=flip_input,
+                                  face_detector="folder", compile=False)
