@@ -5,19 +5,20 @@ import os
 
 import folder_paths
 
-# folder name -> what lives there (Real-ESRGAN files use core's own "upscale_models").
+# folder_paths name -> folder under models/ (the targets in weights/manifest.json).  Real-ESRGAN files use core's
+# own "upscale_models".
 MODEL_FOLDERS = {
-    "diff2lip": "Diff2Lip checkpoint.pt",
-    "face_detection": "S3FD face detector (s3fd-619a316812.pth), face-alignment 2DFAN4 landmarks",
-    "gagavatar": "GAGAvatar.pt",
-    "flame": "FLAME_with_eye.pt (registration required; never shipped)",
-    "gagavatar_track": "GAGAvatar tracker files (vgghead, matting, EMICA, SCRFD)",
+    "diff2lip": "diff2lip",  # Diff2Lip checkpoint.pt
+    "face_detection": "face_detection",  # S3FD s3fd-619a316812.pth, face-alignment 2DFAN4
+    "gagavatar": "gagavatar",  # GAGAvatar.pt
+    "flame": "flame",  # FLAME_with_eye.pt (registration required; never shipped)
+    "gagavatar_track": os.path.join("gagavatar", "track"),  # tracker files (vgghead, matting, EMICA, SCRFD)
 }
 
 
 def register_model_folders() -> None:
-    for name in MODEL_FOLDERS:
-        default = os.path.join(folder_paths.models_dir, name)
+    for name, sub in MODEL_FOLDERS.items():
+        default = os.path.join(folder_paths.models_dir, sub)
         paths, _ = folder_paths.folder_names_and_paths.get(name, ([], set()))
         if default not in paths:
             paths = [default, *paths]
@@ -37,7 +38,8 @@ def model_file_problem(folder: str, name: str, node: str) -> str | None:
     searched = ", ".join(folder_paths.get_folder_paths(folder)) or os.path.join(folder_paths.models_dir, folder)
     from ..weights.fetch import missing_message_for_file
 
-    return f"{node}: model file '{name}' not found in {searched}. {missing_message_for_file(name, folder)}"
+    target = MODEL_FOLDERS.get(folder, folder)
+    return f"{node}: model file '{name}' not found in {searched}. {missing_message_for_file(name, target)}"
 
 
 def resolve_model_file(folder: str, name: str, node: str) -> str:

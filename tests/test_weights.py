@@ -262,7 +262,8 @@ def test_missing_message_names_file_folder_and_a_working_command(test_manifest, 
     folder = models / "gagavatar"
     assert "gated.bin" in message and str(folder) in message
     command = message.split("Download it with: ")[1]
-    assert command.startswith(f"cd {fetch_module.PACK_DIR.parent} && python -m {fetch_module.PACK_DIR.name} weights ")
+    launcher = fetch_module.PACK_DIR / "scripts" / "talkinghead.py"
+    assert launcher.is_file() and command.startswith(f"python {launcher} weights ")
     argv = shlex.split(command.split(" weights ", 1)[1])
     assert argv == ["fetch", "gated", "--accept-licence", "cc-by-nc-4.0", "--models-dir", str(models)]
     assert main([*argv, "--manifest", str(test_manifest), "--base-url", server.url]) == 0

@@ -1,4 +1,4 @@
-"""``python -m <pack> weights list | fetch | verify``: see, download and check the pack's external weight files.
+"""``python scripts/talkinghead.py weights list | fetch | verify``: see, download and check the pack's external weight files.
 
 Also the messages loaders use when a file is missing (:func:`missing_message`, :func:`missing_message_for_file`).
 """
@@ -27,15 +27,19 @@ def find_models_dir(pack_dir: Optional[Path] = None) -> Optional[Path]:
     for candidate in (pack_dir, pack_dir.resolve()):
         for parent in candidate.parents:
             if parent.name == "custom_nodes" and (parent.parent / "models").is_dir():
-                return parent.parent / "models"
+                return (parent.parent / "models").resolve()  # an embedded runner links the user's folder there
     return None
+
+
+def cli_command() -> str:
+    """How to call the pack's command line whatever the pack folder is named (``python -m`` needs a valid name)."""
+    return f"python {shlex.quote(str(PACK_DIR / 'scripts' / 'talkinghead.py'))}"
 
 
 def fetch_command(entry: dict, models_dir: Union[str, os.PathLike]) -> str:
     """The exact shell command that fetches ``entry`` into ``models_dir``."""
     flags = "".join(f" --accept-licence {name}" for name in entry["consent"])
-    return (f"cd {shlex.quote(str(PACK_DIR.parent))} && python -m {shlex.quote(PACK_DIR.name)} weights fetch "
-            f"{entry['id']}{flags} --models-dir {shlex.quote(str(models_dir))}")
+    return f"{cli_command()} weights fetch {entry['id']}{flags} --models-dir {shlex.quote(str(models_dir))}"
 
 
 def missing_message(entry_id: str, models_dir: Union[str, os.PathLike], manifest: ManifestSource = None) -> str:
@@ -59,8 +63,8 @@ def missing_message_for_file(filename: str, folder: Optional[str] = None,
             return missing_message(entry["id"], models_dir, manifest)
     known = [entry["filename"] for entry in entries if entry["target"].strip("/") == (folder or "").strip("/")]
     listing = f"Files this pack uses in {folder}: {', '.join(known)}. " if known else ""
-    return (f"{listing}See every weight file and its state with: cd {shlex.quote(str(PACK_DIR.parent))} && "
-            f"python -m {shlex.quote(PACK_DIR.name)} weights list --models-dir {shlex.quote(str(models_dir))}")
+    return (f"{listing}See every weight file and its state with: "
+            f"{cli_command()} weights list --models-dir {shlex.quote(str(models_dir))}")
 
 
 def fetch(entry_ids: Iterable[str], models_dir: Union[str, os.PathLike], manifest: ManifestSource = None,
@@ -186,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--models-dir", type=Path, help="ComfyUI's models folder (default: found from the pack's "
                         "location <ComfyUI>/custom_nodes/<pack>)")
     common.add_argument("--manifest", type=Path, default=None, help="another manifest.json (tests, mirrors)")
-    parser = argparse.ArgumentParser(prog=f"python -m {PACK_DIR.name} weights",
+    parser = argparse.ArgumentParser(prog=f"{cli_command()} weights",
                                      description="List, download and verify the pack's external weight files.")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", parents=[common], help="show every file, its state, path and licence")
