@@ -1,0 +1,128 @@
+"""Diff2Lip lip sync of a whole clip: detect -> smooth boxes -> crop -> DDIM per batch -> composite -> paste back."""
+from __future__ import annotations
+
+import time
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from .audio import mel_windows, melspectrogram
+from .crops import Upscale, crop_faces, crops_to_model, model_to_crops, paste_face, smooth_boxes
+from .diffusion import composite_lower_half, ddim_sample, seeded_noise
+
+Detection = Sequence[float]  # (x1, y1, x2, y2, score)
+Detector = Callable[[np.ndarray], Sequence[Detection]]
+
+
+def pick_face(detections: Sequence[Detection], pick: str | int = "largest") -> Detection | None:
+    """Choose one face: ``"largest"`` (box area), ``"best"`` (highest score, the reference's S3FD choice) or an int
+    index counted left to right (by x1); None when there is no such face."""
+    faces = [tuple(d) for d in detections if d[2] > d[0] and d[3] > d[1]]
+    if not faces:
+        return None
+    if pick == "largest":
+        return max(faces, key=lambda d: (d[2] - d[0]) * (d[3] - d[1]))
+    if pick == "best":
+        return max(faces, key=lambda d: d[4] if len(d) > 4 else 0.0)
+    if isinstance(pick, (int, np.integer)) and not isinstance(pick, bool) and pick >= 0:
+        ordered = sorted(faces, key=lambda d: d[0])
+        return ordered[pick] if pick < len(ordered) else None
+    raise ValueError(f"pick must be 'largest', 'best' or a face index >= 0 (left to right), got {pick!r}")
+
+
+def _as_uint8(frame: np.ndarray) -> np.ndarray:
+    if frame.dtype == np.uint8:
+        return frame
+    return (np.clip(frame, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def _inside_frame(face: Detection | None, height: int, width: int) -> bool:
+    return face is not None and min(face[2], width) > max(face[0], 0) and min(face[3], height) > max(face[1], 0)
+
+
+def _detect_all(frames: np.ndarray, detect: Detector, pick, progress, total: int) -> list[Detection | None]:
+    height, width = frames.shape[1:3]
+    faces = []
+    for i, frame in enumerate(frames):
+        face = pick_face(detect(_as_uint8(frame)), pick)
+        faces.append(face if _inside_frame(face, height, width) else None)
+        if progress is not None:
+            progress(i + 1, total)
+    return faces
+
+
+def _smoothed_boxes(faces: list[Detection | None], frame_hw, pads, window: int) -> dict[int, np.ndarray]:
+    """Boxes for frames with a face; smoothing runs over each stretch of consecutive frames with faces."""
+    boxes, run = {}, []
+    for i, face in enumerate(faces + [None]):
+        if face is not None:
+            run.append(i)
+            continue
+        if run:
+            smoothed = smooth_boxes([faces[j][:4] for j in run], frame_hw, pads=pads, window=window)
+            boxes.update(zip(run, smoothed))
+            run = []
+    return boxes
+
+
+def _check_frames(frames: np.ndarray) -> None:
+    if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
+        raise ValueError(f"frames must be [N,H,W,3] RGB with N >= 1, got shape {frames.shape}")
+    if frames.dtype != np.uint8 and not np.issubdtype(frames.dtype, np.floating):
+        raise ValueError(f"frames must be uint8 (0..255) or float (0..1), got {frames.dtype}")
+
+
+def lipsync(frames: np.ndarray, wav_16k: np.ndarray, fps: float, model, detect: Detector, steps: int = 25,
+            seed: int = 7, batch_size: int = 8, pads: Sequence[int] = (0, 0, 0, 0), pick: str | int = "largest",
+            progress: Callable[[int, int], None] | None = None, upscale: Upscale | None = None,
+            smooth_window: int = 5, paste_whole_box: bool = False):
+    """Re-generate the mouth region of every frame with a face so the lips follow ``wav_16k``.
+
+    frames: [N,H,W,3] RGB, uint8 or float 0..1; wav_16k: mono 16 kHz; fps: frame rate of ``frames`` (mel windows are
+    placed by time, one per frame, see :func:`mel_windows`); model: a loaded Diff2Lip UNet (crops use its
+    ``image_size``); detect(frame_rgb_uint8) -> [(x1, y1, x2, y2, score), ...]; pick: which face (see
+    :func:`pick_face`); pads: (top, bottom, left, right) added to each box.
+
+    As the reference (cross mode): each face is its own reference, one seeded noise draw serves as x_T and as the
+    masked-half noise of every frame, and DDIM uses ``steps`` steps (25 in the release).  Frames without a face pass
+    through unchanged.  Only the generated lower half of each box is pasted (``paste_whole_box=True`` writes the whole
+    resized crop like the reference).  ``upscale`` enlarges each generated crop before it is resized into its box.
+
+    Returns (frames, mask, report): frames as the input's dtype/shape, mask float32 [N,H,W] = 1 where pixels were
+    written, report = {frames, faces_found, passed_through, passed_through_frames, seconds}.
+    """
+    started = time.perf_counter()
+    frames = np.asarray(frames)
+    _check_frames(frames)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    n, height, width = frames.shape[:3]
+    mels = mel_windows(melspectrogram(wav_16k), fps=fps, num_frames=n)
+    size = model.image_size
+
+    # Detection ticks first, against an estimate that assumes a face in every frame; corrected once faces are known.
+    faces = _detect_all(frames, detect, pick, progress, n + -(-n // batch_size) * steps)
+    boxes = _smoothed_boxes(faces, (height, width), pads, smooth_window)
+    with_face = sorted(boxes)
+    batches = [with_face[i:i + batch_size] for i in range(0, len(with_face), batch_size)]
+    total = n + len(batches) * steps
+
+    output = frames.copy()
+    mask = np.zeros((n, height, width), dtype=np.float32)
+    noise = seeded_noise(seed, size)
+    for b, batch in enumerate(batches):
+        batch_boxes = np.stack([boxes[i] for i in batch])
+        target = crops_to_model(crop_faces([frames[i] for i in batch], batch_boxes, size))
+        done_before = n + b * steps
+        step_progress = None if progress is None else (lambda done, _t, base=done_before: progress(base + done, total))
+        sample = ddim_sample(model, target, target, torch.from_numpy(mels[batch]), noise, steps,
+                             progress=step_progress)
+        faces_out = model_to_crops(composite_lower_half(sample, target.to(sample.device)), frames.dtype)
+        for i, face, box in zip(batch, faces_out, batch_boxes):
+            y1, y2, x1, x2 = paste_face(output[i], face, box, upscale=upscale, lower_half=not paste_whole_box)
+            mask[i, y1:y2, x1:x2] = 1.0
+    passed = [i for i in range(n) if i not in boxes]
+    report = {"frames": n, "faces_found": len(with_face), "passed_through": len(passed),
+              "passed_through_frames": passed, "seconds": time.perf_counter() - started}
+    return output, mask, report
