@@ -74,6 +74,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
             return _NUMPY_GLOBALS[(module, name)]
         if module in ("numpy.core.multiarray", "numpy._core.multiarray") and name in ("_reconstruct", "scalar"):
             return getattr(np._core.multiarray, name)
+        if module in ("numpy.core.numeric", "numpy._core.numeric") and name == "_frombuffer":  # protocol-5 arrays
+            return np._core.numeric._frombuffer
         if module == "numpy" and name == "dtype":
             return np.dtype
         if module.split(".")[0] == "chumpy" or module.startswith("scipy.sparse"):

@@ -184,3 +184,55 @@ def write_synthetic_driver(path, num_frames: int = 12, image_set: bool = False, 
             txn.put(truth["keys"][i].encode(), encoded.tobytes())
     env.close()
     return truth
+
+
+def _fill_random(state: dict, seed: int) -> dict:
+    """Deterministic random values for every tensor: fan-in-scaled weights, small biases, unit norms/modulation."""
+    generator = torch.Generator().manual_seed(seed)
+    filled = {}
+    for key, tensor in state.items():
+        noise = torch.randn(tensor.shape, generator=generator)
+        leaf = key.rsplit(".", 1)[-1]
+        if key.endswith(("norm.weight", "norm1.weight", "norm2.weight", "modulation.bias")):
+            value = 1 + 0.1 * noise
+        elif leaf == "gamma":
+            value = 0.1 + 0.05 * noise
+        elif ".noises." in key or key.endswith("constant_input.weight"):
+            value = noise
+        elif leaf == "bias" or tensor.ndim <= 1:
+            value = 0.02 * noise
+        elif key in ("head_base",) or leaf in ("pos_embed", "cls_token"):
+            value = 0.5 * noise
+        else:
+            value = noise / math.sqrt(max(tensor.numel() // tensor.shape[0], 1))
+        filled[key] = value.to(tensor.dtype)
+    return filled
+
+
+def tiny_gagavatar_state_dict(num_vertices: int = 64, refine_levels: int = 4, seed: int = 0) -> dict:
+    """A random state dict of the GAGAvatar family in the official key layout, small enough for CPU tests.
+
+    DINOv2 with 2 blocks of width 64 on 28² input (2×2 patches), 16-channel DPT head lifting 16² plane points,
+    ``num_vertices`` expression Gaussians (match the FLAME file), 32 feature channels, and a StyleUNet refiner of
+    side 4·2**refine_levels (64 by default).  Includes the training-only ``mask_token`` like a real checkpoint.
+    """
+    from talkinghead.models.dinov2_dpt import DinoDPTConfig, DinoDPTEncoder
+    from talkinghead.models.gs_generators import ConvGSGenerator, LinearGSGenerator
+    from talkinghead.models.style_unet import StyleUNet, StyleUNetConfig
+
+    embed, features, head_dim = 64, 16, 16
+    network = torch.nn.Module()
+    network.head_base = torch.nn.Parameter(torch.zeros(num_vertices, head_dim))
+    network.base_model = DinoDPTEncoder(DinoDPTConfig(patch_size=14, grid=2, embed_dim=embed, depth=2, mlp_ratio=2.0,
+                                                      project_channels=(8, 8, 8, 8), upsample_factors=(4, 2),
+                                                      features=features))
+    network.gs_generator_g = LinearGSGenerator([(head_dim + embed, 32), (32, 32)], dir_dim=27, head_hidden=16,
+                                               color_dim=32)
+    network.gs_generator_l0 = ConvGSGenerator(features, 27, hidden=16, num_hidden_convs=3, out_dim=41)
+    network.gs_generator_l1 = ConvGSGenerator(features, 27, hidden=16, num_hidden_convs=3, out_dim=41)
+    network.upsampler = StyleUNet(StyleUNetConfig(in_dim=32, first_kernel=1, unet_channels=(8,) * (refine_levels + 1),
+                                                  style_channels=(8,) * (refine_levels + 1), num_style_feat=16,
+                                                  num_mlp=2, out_dim=3))
+    state = dict(network.state_dict())
+    state["base_model.dino_model.mask_token"] = torch.zeros(1, embed)
+    return _fill_random(state, seed)
