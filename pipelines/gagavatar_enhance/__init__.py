@@ -1,2 +1,121 @@
-"""Inference-time GAGAvatar enhancements: driver smoothing, detail enhancement, region-aware expression transfer,
-gaze correction.  Framework-free (numpy/OpenCV; torch only through the FLAME layer)."""
+"""Inference-time GAGAvatar enhancements (no retraining, no learned weights), framework-free.
+
+Driver side (before rendering), in this order:
+1. :mod:`.smoothing` - temporal smoothing of expression / jaw / eyes / camera (default: zero-lag RTS smoother);
+2. :mod:`.expression` - region-aware expression transfer in FLAME vertex space;
+3. :mod:`.gaze` - eyeball rotation towards the camera (slerp with a strength).
+Frame side (after rendering):
+4. :mod:`.detail` - edge-aware Laplacian-pyramid detail enhancement inside the face mask;
+5. :mod:`.gaze` - eye-region sharpening around the projected eye centres.
+
+:data:`PRESETS` mirrors the seed plan's command-line flags; ``"enhanced"`` switches everything on.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+import numpy as np
+
+from ...models.flame import FlameLayer
+from .detail import DetailConfig, enhance_details
+from .expression import ExpressionTransferConfig, RegionExpressionTransfer
+from .gaze import EyeEnhanceConfig, GazeConfig, correct_gaze, enhance_eyes, eye_centres_from_flame, project_points
+from .smoothing import SmoothingConfig, require_track, smooth_driver
+
+
+@dataclass(frozen=True)
+class EnhanceConfig:
+    """Which enhancements run (None = off) and their settings."""
+
+    smoothing: SmoothingConfig | None = None
+    expression: ExpressionTransferConfig | None = None
+    gaze: GazeConfig | None = None
+    detail: DetailConfig | None = None
+    eyes: EyeEnhanceConfig | None = None
+
+    @property
+    def needs_flame(self) -> bool:
+        """Expression transfer and gaze (correction and eye sharpening) need the FLAME model."""
+        return self.expression is not None or self.gaze is not None or self.eyes is not None
+
+
+PRESETS = {
+    "none": EnhanceConfig(),
+    "temporal_smooth": EnhanceConfig(smoothing=SmoothingConfig()),
+    "detail_enhance": EnhanceConfig(detail=DetailConfig()),
+    "expression_opt": EnhanceConfig(expression=ExpressionTransferConfig()),
+    "gaze_correct": EnhanceConfig(gaze=GazeConfig(), eyes=EyeEnhanceConfig()),
+    "enhanced": EnhanceConfig(smoothing=SmoothingConfig(), expression=ExpressionTransferConfig(), gaze=GazeConfig(),
+                              detail=DetailConfig(), eyes=EyeEnhanceConfig()),
+}
+
+
+def get_preset(name: str) -> EnhanceConfig:
+    """Preset by name (see :data:`PRESETS`)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown enhancement preset {name!r}; choose one of {list(PRESETS)}")
+    return PRESETS[name]
+
+
+def _require_flame(flame: FlameLayer | None, what: str) -> FlameLayer:
+    if flame is None:
+        raise ValueError(f"{what} needs the FLAME model: pass flame=models.flame.load_flame(<FLAME_with_eye.pt>)")
+    return flame
+
+
+def driver_eye_centres(driver: Mapping[str, np.ndarray], flame: FlameLayer, shapecode=None) -> np.ndarray:
+    """World eye centres [T,2,3] for a driver.  ``shapecode``: the identity rendered (GAGAvatar uses the SOURCE
+    shape, trap 8); defaults to the driver's own ``shapecode``, else the mean shape."""
+    expcode = require_track(driver, "expcode", (None,))
+    if shapecode is None:
+        shapecode = driver.get("shapecode", np.zeros(300))
+    return eye_centres_from_flame(flame, shapecode, expcode, driver.get("posecode"))
+
+
+def enhance_driver(driver: Mapping[str, np.ndarray], config: EnhanceConfig, flame: FlameLayer | None = None,
+                   shapecode=None, regions: Mapping[str, np.ndarray] | None = None,
+                   progress: Callable[[int, int], None] | None = None) -> dict:
+    """Apply the driver-side enhancements (smoothing, expression transfer, gaze) and return a new driver dict.
+
+    ``regions``: optional vertex regions for the expression transfer ({region: indices} or FLAME_masks.pkl content).
+    """
+    stages = [s for s in ("smoothing", "expression", "gaze") if getattr(config, s) is not None]
+    result = dict(driver)
+    for done, stage in enumerate(stages):
+        if stage == "smoothing":
+            result = smooth_driver(result, config.smoothing)
+        elif stage == "expression":
+            transfer = RegionExpressionTransfer.from_flame(_require_flame(flame, "expression transfer"), regions,
+                                                           config.expression)
+            result = transfer.apply(result)
+        else:
+            centres = driver_eye_centres(result, _require_flame(flame, "gaze correction"), shapecode)
+            result = correct_gaze(result, centres, config.gaze)
+        if progress is not None:
+            progress(done + 1, len(stages))
+    return result
+
+
+def enhance_frames(frames: np.ndarray, config: EnhanceConfig, face_mask: np.ndarray | None = None,
+                   driver: Mapping[str, np.ndarray] | None = None, flame: FlameLayer | None = None,
+                   eye_pixels: np.ndarray | None = None, shapecode=None,
+                   progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """Apply the frame-side enhancements to rendered frames [T,H,W,3] (float 0..1) and return new frames.
+
+    ``face_mask``: rendered alpha or face mask ([H,W] or [T,H,W]); None = whole frame.  Eye sharpening uses
+    ``eye_pixels`` [T,2,2] if given, else projects the FLAME eye centres of ``driver`` (the driver that was
+    rendered) with its cameras.
+    """
+    out = np.array(frames, dtype=np.float32, copy=True) if config.detail is None else np.asarray(frames)
+    if config.detail is not None:
+        out = enhance_details(out, face_mask, config.detail, progress)
+    if config.eyes is not None:
+        if eye_pixels is None:
+            if driver is None:
+                raise ValueError("eye sharpening needs eye_pixels [T,2,2] or the rendered driver (and flame)")
+            centres = driver_eye_centres(driver, _require_flame(flame, "eye sharpening"), shapecode)
+            transform = require_track(driver, "transform_matrix", (3, 4))
+            eye_pixels = project_points(centres, transform, out.shape[1:3])
+        out = enhance_eyes(out, eye_pixels, config.eyes, face_mask, progress)
+    return out

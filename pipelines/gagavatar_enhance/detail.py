@@ -109,7 +109,9 @@ def enhance_frame_details(frame: np.ndarray, face: np.ndarray, config: DetailCon
     return np.where(face[:, :, None] > 0, changed, frame)
 
 
-def _validate_frames_and_mask(frames: np.ndarray, mask: np.ndarray | None, what: str) -> tuple[np.ndarray, np.ndarray]:
+def validate_frames_and_mask(frames: np.ndarray, mask: np.ndarray | None, what: str = "mask"
+                             ) -> tuple[np.ndarray, np.ndarray]:
+    """Check frames [T,H,W,3] and broadcast a [H,W] / [T,H,W] / [T,H,W,1] mask (None -> ones) to [T,H,W]."""
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must be float [T,H,W,3] in 0..1, got shape {frames.shape}")
@@ -119,7 +121,7 @@ def _validate_frames_and_mask(frames: np.ndarray, mask: np.ndarray | None, what:
     mask = np.asarray(mask, dtype=np.float32)
     if mask.ndim == 4 and mask.shape[-1] == 1:
         mask = mask[..., 0]
-    if mask.ndim == 2:
+    if mask.ndim == 2 and mask.shape == shape[1:]:
         mask = np.broadcast_to(mask, shape)
     if mask.shape != shape:
         raise ValueError(f"{what} must be [H,W] or [T,H,W] matching the frames {shape}, got {mask.shape}")
@@ -137,7 +139,7 @@ def enhance_details(
     ``mask``: the rendered alpha or a face mask; None enhances the whole frame (documented fallback when no mask is
     available).  Returns new float32 frames; pixels where the mask is 0 are bit-exact copies of the input.
     """
-    frames, mask = _validate_frames_and_mask(frames, mask, "mask")
+    frames, mask = validate_frames_and_mask(frames, mask)
     if len(config.level_gains) < 1:
         raise ValueError("DetailConfig.level_gains needs at least one pyramid level")
     out = np.empty(frames.shape, np.float32)
