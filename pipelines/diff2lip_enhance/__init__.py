@@ -8,6 +8,7 @@ from .denoise import denoise_region, guided_filter
 from .landmarks import LIP_SCHEMES, FanLandmarker, facemesh_landmarks
 from .lip_mask import (adaptive_expansion, composite, lip_composite_masks, lip_polygon_masks, mouth_opening_ratio,
                        smooth_series)
+from .masks import region_masks_from_boxes
 from .metrics import (boundary_delta_e, lip_landmark_distance, psnr, quality_report, seam_energy, ssim,
                       warped_flicker)
 from .sharpen import sharpen_region, unsharp_mask
@@ -18,6 +19,6 @@ __all__ = [
     "LIP_SCHEMES", "FanLandmarker", "adaptive_expansion", "boundary_delta_e", "composite", "dense_flow",
     "denoise_region", "ema_temporal_smooth", "facemesh_landmarks", "flow_temporal_smooth", "flow_warped_initial_guess",
     "guided_filter", "lip_composite_masks", "lip_landmark_distance", "lip_polygon_masks", "match_color",
-    "mix_initial_noise", "mouth_opening_ratio", "psnr", "quality_report", "seam_energy", "sharpen_region",
-    "smooth_series", "ssim", "unsharp_mask", "warp_with_flow", "warped_flicker",
+    "mix_initial_noise", "mouth_opening_ratio", "psnr", "quality_report", "region_masks_from_boxes", "seam_energy",
+    "sharpen_region", "smooth_series", "ssim", "unsharp_mask", "warp_with_flow", "warped_flicker",
 ]

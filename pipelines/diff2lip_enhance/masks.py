@@ -67,3 +67,20 @@ def face_box_from_region(mask2d: np.ndarray) -> tuple[float, float, float, float
     cols = np.flatnonzero((mask2d > 0.5).any(axis=0))
     height = rows[-1] + 1 - rows[0]
     return float(cols[0]), float(rows[0] - height), float(cols[-1] + 1), float(rows[-1] + 1)
+
+
+def region_masks_from_boxes(boxes, height: int, width: int) -> np.ndarray:
+    """Diff2Lip region masks [N,H,W]: 1 on the lower half of each face box (x1, y1, x2, y2); NaN rows give 0.
+
+    The rows start at ``y1 + (y2 − y1)/2`` (Diff2Lip generates rows 64..127 of the 128 crop), rounded to pixels.
+    """
+    boxes = np.asarray(boxes, dtype=np.float64)
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"boxes: expected [N,4] face boxes (x1, y1, x2, y2), got shape {boxes.shape}")
+    masks = np.zeros((len(boxes), height, width), dtype=np.float32)
+    for index, (x1, y1, x2, y2) in enumerate(boxes):
+        if np.isfinite([x1, y1, x2, y2]).all():
+            top, bottom = int(round((y1 + y2) / 2)), int(round(y2))
+            left, right = int(round(x1)), int(round(x2))
+            masks[index, max(top, 0):max(bottom, 0), max(left, 0):max(right, 0)] = 1.0
+    return masks

@@ -153,7 +153,8 @@ def quality_report(original, output, region_mask, composite_mask=None, generated
                    landmarks: bool = True, lpips_fn: Callable | None = None, sync_fn: Callable | None = None) -> dict:
     """One dict of the metrics above for a clip.
 
-    Keys: psnr/ssim over the full frame and OUTSIDE the region (where the output must equal the input: inf / 1.0),
+    Keys: psnr/ssim over the full frame and OUTSIDE the region (where the output must equal the input: PSNR inf, SSIM
+    just under 1 because 7×7 windows next to the edge see the change),
     ``max_abs_outside``, ``flicker_output`` / ``flicker_original`` (inside the region), ``seam_energy`` (on the
     composite mask, default the region mask; pass the raw Diff2Lip ``generated`` frames for the reference),
     ``boundary_delta_e``, ``lip_landmarks`` (dict or None when
