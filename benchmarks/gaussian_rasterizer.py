@@ -1,0 +1,122 @@
+"""Time the original-3DGS rasteriser on a head-sized scene: 180k Gaussians, 512×512, 32 channels.
+
+The cloud imitates GAGAvatar's layout (5,023 points on a head-sized ellipsoid plus two 296² lifted planes) with
+scales and opacities chosen so the projected radii match the formula-weight render fixture (mean ≈ 33 px,
+5th–95th percentile ≈ 22–47 px, ~4.1 M Gaussian–tile rectangle pairs; gagavatar.md §9.8, §10).
+
+    .venv/bin/python benchmarks/gaussian_rasterizer.py [--repeat 2] [--threads 2] [--backend torch]
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _import_rasterizer():
+    """Import the pack under a fixed name (its modules use relative imports, the folder name is the user's)."""
+    if "talkinghead" not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            "talkinghead", REPO / "__init__.py", submodule_search_locations=[str(REPO)]
+        )
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["talkinghead"] = module
+        spec.loader.exec_module(module)
+    from talkinghead.models import gaussian_rasterizer
+
+    return gaussian_rasterizer
+
+
+def camera_matrices(distance: float = 9.0, focal_ndc: float = 12.0, z_near: float = 0.01, z_far: float = 100.0):
+    """3DGS view/proj matrices (transposed layout) of a camera looking at the origin from +z, as GAGAvatar builds
+    them: PyTorch3D [R|T] rows with x and y negated, P = V @ K4ᵀ (gagavatar.md §3.2)."""
+    view = torch.eye(4)
+    view[3, 2] = distance
+    view[:, :2] *= -1
+    k4 = torch.zeros(4, 4)
+    k4[0, 0] = k4[1, 1] = focal_ndc
+    k4[3, 2] = 1.0
+    k4[2, 2] = z_far / (z_far - z_near)
+    k4[2, 3] = -z_far * z_near / (z_far - z_near)
+    return view, view @ k4.T, 1.0 / focal_ndc
+
+
+def head_like_cloud(seed: int = 0, channels: int = 32, plane_side: int = 296, surface_points: int = 5023):
+    """Random Gaussians shaped like GAGAvatar's output (world units: FLAME × 5, the image spans ±0.75)."""
+    gen = torch.Generator().manual_seed(seed)
+    direction = torch.randn(surface_points, 3, generator=gen)
+    surface = direction / direction.norm(dim=1, keepdim=True) * torch.tensor([0.45, 0.6, 0.5])
+
+    axis = torch.linspace(0.75, -0.75, plane_side)
+    grid_y, grid_x = torch.meshgrid(axis, axis, indexing="ij")
+    grid = torch.stack([grid_x.flatten(), grid_y.flatten()], dim=1)
+    silhouette = torch.clamp(1.0 - (grid[:, 0] / 0.5) ** 2 - (grid[:, 1] / 0.65) ** 2, min=0.0).sqrt()
+    lift = [sign * 0.5 * silhouette * torch.rand(grid.shape[0], generator=gen) for sign in (1.0, -1.0)]
+    planes = [torch.cat([grid, z[:, None]], dim=1) for z in lift]
+
+    means = torch.cat([surface, *planes])
+    n = means.shape[0]
+    scales = 0.027 * torch.exp(0.25 * torch.randn(n, 3, generator=gen))
+    rotations = torch.randn(n, 4, generator=gen)
+    rotations = rotations / rotations.norm(dim=1, keepdim=True)
+    opacities = 0.3 + 0.35 * torch.rand(n, generator=gen)
+    features = torch.randn(n, channels, generator=gen)
+    return means, scales, rotations, opacities, features
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--channels", type=int, default=32)
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--backend", default="torch", choices=["torch", "gsplat", "auto"])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--tiles-per-batch", type=int, default=64)
+    parser.add_argument("--chunk-size", type=int, default=32)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    raster = _import_rasterizer()
+
+    means, scales, rotations, opacities, features = head_like_cloud(channels=args.channels)
+    view, proj, tanfov = camera_matrices()
+    tensors = [t.to(args.device) for t in (means, scales, rotations, opacities, features, view, proj)]
+    means, scales, rotations, opacities, features, view, proj = tensors
+    background = torch.zeros(args.channels, device=args.device)
+
+    projected = raster.project_gaussians(means, scales, rotations, view, proj, tanfov, tanfov, args.size, args.size)
+    rects = projected.tile_rects
+    rect_pairs = int(((rects[:, 2] - rects[:, 0]) * (rects[:, 3] - rects[:, 1])).sum())
+    lists = raster.bin_tiles(projected, opacities[projected.index], args.size, args.size)
+    radii = projected.radii.float()
+    print(
+        f"{means.shape[0]} Gaussians, {projected.index.numel()} visible, radius mean {radii.mean():.1f} px "
+        f"(p5 {radii.quantile(0.05):.0f}, p95 {radii.quantile(0.95):.0f}); tile-Gaussian pairs: {rect_pairs} in "
+        f"the tile rectangles, {lists.gaussians.numel()} after the alpha >= 1/255 tile test"
+    )
+
+    for run in range(args.repeat):
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        image, alpha, _ = raster.rasterize(
+            means, scales, rotations, opacities, features, view, proj, tanfov, tanfov, args.size, args.size,
+            background, backend=args.backend, tiles_per_batch=args.tiles_per_batch, chunk_size=args.chunk_size,
+        )
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+        print(
+            f"run {run}: {seconds:.2f} s  backend={args.backend} device={args.device} threads={args.threads} "
+            f"{args.size}x{args.size}x{args.channels}  mean alpha {alpha.mean():.4f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,479 @@
+"""Forward Gaussian splatting with the exact rules of the original 3DGS CUDA kernel, for any channel count.
+
+GAGAvatar renders with xg-chu's 32-channel fork of Inria's ``diff-gaussian-rasterization`` (not gsplat), which is
+CUDA only.  This module reproduces its forward pass (docs: gagavatar.md §3.3):
+
+1. cull if view-space z <= 0.2;
+2. Σ = R S² Rᵀ with R built from the quaternion (w, x, y, z) AS GIVEN (the fork does not normalise it);
+3. Σ2D = J W Σ Wᵀ Jᵀ with tx/tz, ty/tz clamped to ±1.3·tanfov, then +0.3 on the diagonal (no opacity compensation);
+4. skip if det(Σ2D) == 0;  5. radius = ceil(3·sqrt(λmax)), λ = mid ± sqrt(max(0.1, mid² − det));
+6. pixel mean = ((ndc + 1)·S − 1)/2 (integer pixel centres);  7. 16×16 tiles inside
+   [int((p − r)/16), int((p + r + 15)/16)) clamped to the grid;  8. front to back by view z within each tile;
+9. power = −0.5(a·dx² + c·dy²) − b·dx·dy, skip if power > 0;  10. α = min(0.99, o·exp(power)), skip if α < 1/255;
+11. stop before a Gaussian that would take T below 1e-4;  12. C = Σ f·α·T + T·bg.
+
+Matrices use the 3DGS layout: ``viewmatrix``/``projmatrix`` are the TRANSPOSED (row-vector) matrices, so
+``p_view = [x, y, z, 1] @ viewmatrix`` and ``p_hom = [x, y, z, 1] @ projmatrix``.
+
+Two compositors share the projection and tile binning:
+
+* ``"torch"``: pure PyTorch, any device.  Each batch of tiles walks its depth-sorted Gaussian list in chunks; a chunk
+  is composited for all 256 pixels of every tile at once (transmittance by cumulative product, early-stop bookkeeping
+  per pixel), and tiles whose pixels have all stopped leave the batch.
+* ``"gsplat"``: CUDA only, gsplat's ``rasterize_to_pixels`` fed with the conics, pixel means and tile lists computed
+  here, so gsplat's own projection conventions (quaternion normalisation, eps2d, radius, near plane, tile rectangle)
+  never apply.  What remains different is gsplat's α clamp (0.999 instead of 0.99; only Gaussians with opacity above
+  0.99 are affected) and its inclusive stop rule (T <= 1e-4); expect up to ~1e-2 where such pixels saturate
+  (gagavatar.md §9.2), otherwise agreement to float rounding.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+TILE = 16
+NEAR_Z = 0.2
+LOW_PASS = 0.3
+ALPHA_MAX = 0.99
+ALPHA_MIN = 1.0 / 255.0
+T_MIN = 1e-4
+
+
+@dataclass
+class ProjectedGaussians:
+    """Screen-space Gaussians (only the visible ones; ``index`` maps them back to the input order)."""
+
+    index: torch.Tensor  # [M] int64 input index
+    means2d: torch.Tensor  # [M, 2] pixel means, integer-centre convention
+    conics: torch.Tensor  # [M, 3] (a, b, c) of the inverse 2D covariance
+    depths: torch.Tensor  # [M] view-space z
+    radii: torch.Tensor  # [M] int64
+    tile_rects: torch.Tensor  # [M, 4] int64 (x0, y0, x1, y1), half-open, in tiles
+
+
+@dataclass
+class TileLists:
+    """Gaussian–tile pairs sorted by tile, then front to back; ``offsets[t]:offsets[t + 1]`` is tile t's list."""
+
+    gaussians: torch.Tensor  # [P] int64 row into ProjectedGaussians
+    offsets: torch.Tensor  # [tiles + 1] int64
+    grid: tuple[int, int]  # (tiles_y, tiles_x)
+
+
+def rasterize(
+    means,
+    scales,
+    rotations,
+    opacities,
+    features,
+    viewmatrix,
+    projmatrix,
+    tanfovx,
+    tanfovy,
+    height,
+    width,
+    background,
+    *,
+    backend: str = "auto",
+    return_depth: bool = False,
+    tiles_per_batch: int = 64,
+    chunk_size: int = 32,
+):
+    """Render Gaussians with the original-3DGS forward rules (see the module docstring).
+
+    Args:
+        means [N,3], scales [N,3], rotations [N,4] quaternions (w, x, y, z) used as given (not normalised),
+        opacities [N] or [N,1] (after the sigmoid), features [N,C] (any C; ``colors_precomp`` of the fork),
+        viewmatrix / projmatrix [4,4] in the 3DGS transposed layout, tanfovx / tanfovy (tan of half the field of
+        view), height / width in pixels, background [C].
+        backend: ``"torch"``, ``"gsplat"`` (CUDA tensors and gsplat required) or ``"auto"`` (gsplat when the inputs
+        are on CUDA and gsplat imports, torch otherwise).
+        return_depth: also return the fork's depth map Σ z·α·T (not normalised, no background).
+        tiles_per_batch, chunk_size: torch-path work sizes (tiles composited together, Gaussians per step); they
+        bound memory to about tiles_per_batch·256·chunk_size floats per temporary and do not change the result.
+
+    Returns:
+        image [C,H,W] float32, alpha [H,W] (1 − final transmittance), radii [N] int32 (0 = culled), and
+        depth [H,W] when ``return_depth``.
+    """
+    inputs = _validated_inputs(
+        means, scales, rotations, opacities, features, viewmatrix, projmatrix, tanfovx, tanfovy, height, width,
+        background,
+    )
+    means, scales, rotations, opacities, features, viewmatrix, projmatrix, background = inputs
+    if tiles_per_batch < 1 or chunk_size < 1:
+        raise ValueError(f"tiles_per_batch and chunk_size must be >= 1, got {tiles_per_batch} and {chunk_size}")
+    backend = _resolve_backend(backend, means.device)
+
+    projected = project_gaussians(
+        means, scales, rotations, viewmatrix, projmatrix, float(tanfovx), float(tanfovy), height, width
+    )
+    opacity = opacities[projected.index].float()
+    lists = bin_tiles(projected, opacity, height, width)
+
+    feats = features[projected.index].float()
+    bg = background.float()
+    if return_depth:
+        feats = torch.cat([feats, projected.depths.float()[:, None]], dim=1)
+        bg = torch.cat([bg, bg.new_zeros(1)])
+    composite = _composite_gsplat if backend == "gsplat" else _composite_torch
+    image, transmittance = composite(
+        projected, opacity, feats, lists, height, width, bg, tiles_per_batch=tiles_per_batch, chunk_size=chunk_size
+    )
+
+    radii = torch.zeros(means.shape[0], dtype=torch.int32, device=means.device)
+    radii[projected.index] = projected.radii.to(torch.int32)
+    alpha = 1.0 - transmittance
+    if return_depth:
+        return image[:-1], alpha, radii, image[-1]
+    return image, alpha, radii
+
+
+def _validated_inputs(
+    means, scales, rotations, opacities, features, viewmatrix, projmatrix, tanfovx, tanfovy, height, width, background
+):
+    if not isinstance(means, torch.Tensor) or means.ndim != 2 or means.shape[1] != 3:
+        raise ValueError(f"means must be a torch tensor of shape [N, 3], got {getattr(means, 'shape', type(means))}")
+    device, n = means.device, means.shape[0]
+
+    def tensor(name, value, shape):
+        value = torch.as_tensor(value, device=device)
+        if value.ndim == 2 and shape == (n,) and value.shape[1] == 1:
+            value = value[:, 0]
+        if tuple(value.shape) != shape:
+            raise ValueError(f"{name} must have shape {list(shape)}, got {list(value.shape)}")
+        if not value.is_floating_point():
+            raise ValueError(f"{name} must be a floating-point tensor, got {value.dtype}")
+        return value
+
+    if not isinstance(features, torch.Tensor) or features.ndim != 2 or features.shape[0] != n:
+        raise ValueError(f"features must be a tensor of shape [N={n}, C], got {getattr(features, 'shape', None)}")
+    channels = features.shape[1]
+    if int(height) != height or int(width) != width or height < 1 or width < 1:
+        raise ValueError(f"height and width must be positive integers, got {height} x {width}")
+    if not (float(tanfovx) > 0 and float(tanfovy) > 0):
+        raise ValueError(f"tanfovx and tanfovy must be > 0 (tan of half the field of view), got {tanfovx}, {tanfovy}")
+    return (
+        tensor("means", means, (n, 3)),
+        tensor("scales", scales, (n, 3)),
+        tensor("rotations", rotations, (n, 4)),
+        tensor("opacities", opacities, (n,)),
+        tensor("features", features, (n, channels)),
+        tensor("viewmatrix", viewmatrix, (4, 4)),
+        tensor("projmatrix", projmatrix, (4, 4)),
+        tensor("background", background, (channels,)),
+    )
+
+
+def _resolve_backend(backend: str, device: torch.device) -> str:
+    if backend not in ("auto", "torch", "gsplat"):
+        raise ValueError(f"backend must be 'auto', 'torch' or 'gsplat', got {backend!r}")
+    if backend == "torch":
+        return backend
+    usable = device.type == "cuda" and _gsplat_importable()
+    if backend == "gsplat" and not usable:
+        raise ValueError("backend='gsplat' needs CUDA input tensors and an importable gsplat; use backend='torch'")
+    return "gsplat" if usable else "torch"
+
+
+def _gsplat_importable() -> bool:
+    try:
+        import gsplat  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def quaternion_scale_covariance(scales: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
+    """Σ = R S² Rᵀ [N,3,3], R from the raw quaternion (w, x, y, z) exactly as the fork (no normalisation, trap 4)."""
+    w, x, y, z = rotations.unbind(-1)
+    rot = torch.stack(
+        [
+            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+        ],
+        dim=-1,
+    ).reshape(-1, 3, 3)
+    m = rot * scales[:, None, :]
+    return m @ m.transpose(1, 2)
+
+
+def _projection_dtype(device: torch.device) -> torch.dtype:
+    # float64 keeps radius ceilings and tile edges stable (cheap: one pass over N); MPS has no float64.
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+def project_gaussians(
+    means, scales, rotations, viewmatrix, projmatrix, tanfovx: float, tanfovy: float, height: int, width: int
+) -> ProjectedGaussians:
+    """Rules 1–7: cull, 2D covariance with the 0.3 dilation, conic, radius, pixel mean and tile rectangle."""
+    dtype = _projection_dtype(means.device)
+    means, viewmatrix, projmatrix = means.to(dtype), viewmatrix.to(dtype), projmatrix.to(dtype)
+    homogeneous = torch.cat([means, torch.ones_like(means[:, :1])], dim=1)
+    p_view = homogeneous @ viewmatrix[:, :3]
+    # Compared in float32 like the kernel (z == 0.2f is culled, even though 0.2f > 0.2 in float64).
+    keep = torch.nonzero(p_view[:, 2].float() > NEAR_Z).squeeze(1)
+
+    p_view = p_view[keep]
+    p_hom = homogeneous[keep] @ projmatrix
+    ndc = p_hom[:, :2] / (p_hom[:, 3:4] + 1e-7)
+    cov3d = quaternion_scale_covariance(scales[keep].to(dtype), rotations[keep].to(dtype))
+    cov2d = _screen_covariance(p_view, cov3d, viewmatrix, tanfovx, tanfovy, height, width)
+
+    a, b, c = cov2d[:, 0, 0], cov2d[:, 0, 1], cov2d[:, 1, 1]
+    det = a * c - b * b
+    mid = 0.5 * (a + c)
+    lambda_max = mid + torch.sqrt(torch.clamp(mid * mid - det, min=0.1))
+    radius = torch.ceil(3.0 * torch.sqrt(lambda_max))
+    pixel = torch.stack([((ndc[:, 0] + 1.0) * width - 1.0) * 0.5, ((ndc[:, 1] + 1.0) * height - 1.0) * 0.5], dim=1)
+    rects = _tile_rects(pixel, radius, height, width)
+    visible = (det != 0) & ((rects[:, 2] - rects[:, 0]) * (rects[:, 3] - rects[:, 1]) > 0)
+
+    det_inv = 1.0 / det[visible]
+    conics = torch.stack([c[visible] * det_inv, -b[visible] * det_inv, a[visible] * det_inv], dim=1)
+    return ProjectedGaussians(
+        index=keep[visible],
+        means2d=pixel[visible],
+        conics=conics,
+        depths=p_view[visible, 2],
+        radii=radius[visible].long(),
+        tile_rects=rects[visible],
+    )
+
+
+def _screen_covariance(p_view, cov3d, viewmatrix, tanfovx, tanfovy, height, width):
+    """J W Σ Wᵀ Jᵀ + 0.3·I with the fork's ±1.3·tanfov clamp of tx/tz, ty/tz before the Jacobian."""
+    focal_x, focal_y = width / (2.0 * tanfovx), height / (2.0 * tanfovy)
+    tz = p_view[:, 2]
+    tx = torch.clamp(p_view[:, 0] / tz, -1.3 * tanfovx, 1.3 * tanfovx) * tz
+    ty = torch.clamp(p_view[:, 1] / tz, -1.3 * tanfovy, 1.3 * tanfovy) * tz
+    jac = p_view.new_zeros(p_view.shape[0], 2, 3)
+    jac[:, 0, 0] = focal_x / tz
+    jac[:, 0, 2] = -focal_x * tx / (tz * tz)
+    jac[:, 1, 1] = focal_y / tz
+    jac[:, 1, 2] = -focal_y * ty / (tz * tz)
+    # Row-vector layout: p_cam = p @ V[:3,:3], so the column-vector rotation is W = V[:3,:3]ᵀ.
+    t = jac @ viewmatrix[:3, :3].T
+    cov2d = t @ cov3d @ t.transpose(1, 2)
+    return cov2d + LOW_PASS * torch.eye(2, dtype=cov2d.dtype, device=cov2d.device)
+
+
+def _tile_rects(pixel, radius, height, width):
+    grid_x, grid_y = _tile_grid(height, width)
+    low = torch.trunc((pixel - radius[:, None]) / TILE)
+    high = torch.trunc((pixel + radius[:, None] + TILE - 1) / TILE)
+    upper = pixel.new_tensor([grid_x, grid_y])
+    low = torch.minimum(torch.clamp(low, min=0), upper)
+    high = torch.minimum(torch.clamp(high, min=0), upper)
+    return torch.cat([low, high], dim=1).long()
+
+
+def _tile_grid(height: int, width: int) -> tuple[int, int]:
+    return (width + TILE - 1) // TILE, (height + TILE - 1) // TILE
+
+
+def bin_tiles(projected: ProjectedGaussians, opacity: torch.Tensor, height: int, width: int) -> TileLists:
+    """Rules 7–8: every Gaussian–tile pair of the tile rectangles, sorted by tile and then by view z.
+
+    Pairs whose Gaussian stays below α = 1/255 on every pixel centre of the tile are dropped first; the test bounds
+    the Gaussian's maximum over the tile's pixel rectangle from above, so it never drops a pair that contributes.
+    """
+    grid_x, grid_y = _tile_grid(height, width)
+    device = projected.means2d.device
+    order = torch.sort(projected.depths, stable=True).indices
+    rects = projected.tile_rects[order].to(torch.int32)
+    span_x = rects[:, 2] - rects[:, 0]
+    counts = span_x * (rects[:, 3] - rects[:, 1])
+    total = int(counts.sum())
+    # Pairs are generated Gaussian by Gaussian in depth order; a stable sort by tile then keeps that order.
+    owner = torch.repeat_interleave(torch.arange(order.numel(), device=device, dtype=torch.int32), counts)
+    local = torch.arange(total, device=device, dtype=torch.int32) - (torch.cumsum(counts, 0) - counts)[owner]
+    span = span_x[owner]
+    row = torch.div(local, span, rounding_mode="floor")
+    tile_x = rects[owner, 0] + (local - row * span)
+    tile_y = rects[owner, 1] + row
+
+    reaches = _pair_reaches_alpha_min(projected, opacity, order, owner, tile_x, tile_y, height, width)
+    owner, tile = owner[reaches], (tile_y * grid_x + tile_x)[reaches]
+    tile_dtype = torch.int16 if grid_x * grid_y <= torch.iinfo(torch.int16).max else torch.int32
+    tile, by_tile = torch.sort(tile.to(tile_dtype), stable=True)
+    counts_per_tile = torch.bincount(tile.long(), minlength=grid_x * grid_y)
+    offsets = torch.cat([counts_per_tile.new_zeros(1), torch.cumsum(counts_per_tile, 0)])
+    return TileLists(gaussians=order[owner[by_tile]], offsets=offsets, grid=(grid_y, grid_x))
+
+
+def _pair_reaches_alpha_min(projected, opacity, order, owner, tile_x, tile_y, height, width):
+    """Whether o·exp(power) can reach 1/255 on a tile's pixel-centre rectangle (minimum of a PD quadratic on a box).
+
+    A convex quadratic whose minimum (the mean) lies outside a box is smallest on a box face turned towards the
+    mean, so only the nearest x face and the nearest y face are searched (a line through the mean when the mean is
+    within that face's range, which then gives the exact 0).  On a face, completing the square leaves only
+    non-negative terms, so float32 is accurate; a slack of 1e-2 in log α keeps the test conservative.
+    """
+    a, b, c = projected.conics.unbind(1)
+    det = a * c - b * b
+    log_slack = math.log(ALPHA_MIN) - 1e-2
+    per_gaussian = torch.stack(
+        [
+            projected.means2d[:, 0], projected.means2d[:, 1], a, c, -b / c, det / c, -b / a, det / a,
+            2.0 * (torch.log(opacity.to(det.dtype)) - log_slack),  # largest quadratic value that keeps α >= 1/255
+        ],
+        dim=1,
+    )[order].float()
+    mean_x, mean_y, a, c, slope_x, rest_x, slope_y, rest_y, q_limit = per_gaussian[owner].unbind(1)
+    x0 = (tile_x * TILE).float() - mean_x
+    y0 = (tile_y * TILE).float() - mean_y
+    x1 = torch.clamp(tile_x * TILE + TILE - 1, max=width - 1).float() - mean_x
+    y1 = torch.clamp(tile_y * TILE + TILE - 1, max=height - 1).float() - mean_y
+    near_x = x0.clamp(min=0) + x1.clamp(max=0)
+    near_y = y0.clamp(min=0) + y1.clamp(max=0)
+
+    def face_min(d, slope, rest, curvature, low, high):
+        # q(d, e) = rest·d² + curvature·(e − slope·d)², minimised over e in [low, high]
+        best = slope * d
+        return rest * d * d + curvature * (torch.clamp(best, low, high) - best).square()
+
+    q_min = torch.minimum(face_min(near_x, slope_x, rest_x, c, y0, y1), face_min(near_y, slope_y, rest_y, a, x0, x1))
+    return q_min <= q_limit
+
+
+def _composite_torch(projected, opacity, features, lists, height, width, background, *, tiles_per_batch, chunk_size):
+    """Rules 9–12 for all tiles; returns image [C,H,W] and the final transmittance [H,W]."""
+    device = features.device
+    grid_y, grid_x = lists.grid
+    channels = features.shape[1]
+    # Per Gaussian: mean x, mean y, -a/2, -b, -c/2, log(opacity); α = exp(power + log o) folds the opacity product.
+    params = torch.stack(
+        [
+            projected.means2d[:, 0].float(),
+            projected.means2d[:, 1].float(),
+            -0.5 * projected.conics[:, 0].float(),
+            -projected.conics[:, 1].float(),
+            -0.5 * projected.conics[:, 2].float(),
+            torch.log(opacity),
+        ],
+        dim=1,
+    )
+    color = torch.zeros(grid_y * grid_x, TILE * TILE, channels, device=device)
+    transmittance = torch.ones(grid_y * grid_x, TILE * TILE, device=device)
+    lengths = lists.offsets[1:] - lists.offsets[:-1]
+    busy = torch.nonzero(lengths > 0).squeeze(1)
+    for start in range(0, busy.numel(), tiles_per_batch):
+        tiles = busy[start : start + tiles_per_batch]
+        tile_color, tile_t = _composite_tile_batch(
+            tiles, lists, params, features, grid_x, height, width, chunk_size
+        )
+        color[tiles] = tile_color
+        transmittance[tiles] = tile_t
+
+    image = _untile(color.permute(0, 2, 1), grid_y, grid_x, height, width)
+    final_t = _untile(transmittance[:, None, :], grid_y, grid_x, height, width)[0]
+    return image + final_t[None] * background[:, None, None], final_t
+
+
+def _untile(values, grid_y, grid_x, height, width):
+    """[tiles, C, 256] in tile-major order -> [C, H, W]."""
+    channels = values.shape[1]
+    image = values.reshape(grid_y, grid_x, channels, TILE, TILE).permute(2, 0, 3, 1, 4)
+    return image.reshape(channels, grid_y * TILE, grid_x * TILE)[:, :height, :width]
+
+
+def _composite_tile_batch(tiles, lists, params, features, grid_x, height, width, chunk_size):
+    """Front-to-back compositing of a batch of tiles, chunk_size Gaussians of each tile's list per step.
+
+    A pixel is 'done' once it has met a Gaussian that would push T below 1e-4 (rule 11); a tile leaves the batch
+    when all its pixels are done or its list is exhausted.
+    """
+    device = params.device
+    n_tiles = tiles.numel()
+    offsets = torch.arange(TILE, device=device, dtype=torch.float32)
+    pix_x = (tiles % grid_x * TILE).float()[:, None] + offsets  # [B,16]
+    pix_y = (tiles // grid_x * TILE).float()[:, None] + offsets
+    color = torch.zeros(n_tiles, TILE * TILE, features.shape[1], device=device)
+    transmittance = torch.ones(n_tiles, TILE * TILE, device=device)
+    # Pixels beyond the image edge start 'done' so that they never keep a tile busy (they are cropped anyway).
+    outside = (pix_y[:, :, None] >= height) | (pix_x[:, None, :] >= width)
+    done = outside.reshape(n_tiles, TILE * TILE)
+
+    cursor = lists.offsets[tiles].clone()
+    end = lists.offsets[tiles + 1]
+    step = torch.arange(chunk_size, device=device)
+    active = torch.arange(n_tiles, device=device)
+    while active.numel() > 0:
+        slots = cursor[active, None] + step
+        valid = slots < end[active, None]
+        gaussian = lists.gaussians[torch.where(valid, slots, cursor[active, None])]
+        chunk = params[gaussian]  # [b,K,6]
+        chunk[..., 5].masked_fill_(~valid, -math.inf)
+        alpha = _chunk_alpha(chunk, pix_x[active], pix_y[active])  # [b,256,K]
+        t_start = torch.where(done[active], 0.0, transmittance[active])
+        weights, t_end, stopped = _chunk_transmittance(alpha, t_start)
+        color[active] += torch.bmm(weights, features[gaussian])
+        transmittance[active] = torch.where(done[active], transmittance[active], t_end)
+        done[active] |= stopped
+        cursor[active] += chunk_size
+        finished = done[active].all(dim=1) | (cursor[active] >= end[active])
+        active = active[~finished]
+    return color, transmittance
+
+
+def _chunk_alpha(chunk, pix_x, pix_y):
+    """Rules 9–10 for b tiles × 256 pixels × K Gaussians; skipped Gaussians get α = 0.
+
+    The tile's pixels form a 16×16 grid, so the quadratic splits into per-column and per-row terms plus one
+    cross product, built with two full-size operations.
+    """
+    mean_x, mean_y, half_a, neg_b, half_c, log_o = chunk.unbind(-1)  # each [b,K]
+    dx = mean_x[:, None, :] - pix_x[:, :, None]  # [b,16 cols,K]
+    dy = mean_y[:, None, :] - pix_y[:, :, None]  # [b,16 rows,K]
+    column_term = half_a[:, None, :] * dx * dx
+    row_term = half_c[:, None, :] * dy * dy
+    power = (row_term[:, :, None, :] + column_term[:, None, :, :]).addcmul_(
+        dy[:, :, None, :], (neg_b[:, None, :] * dx)[:, None, :, :]
+    )  # [b,16 rows,16 cols,K]
+    power = power.flatten(1, 2)
+    # Rule 9 (power > 0 is skipped): the conic is positive definite, so this only catches rounding at the centre.
+    skipped = power > 0
+    alpha = torch.exp(power.add_(log_o[:, None, :])).clamp_(max=ALPHA_MAX)
+    return alpha.masked_fill_(skipped | (alpha < ALPHA_MIN), 0.0)
+
+
+def _chunk_transmittance(alpha, t_start):
+    """Rule 11–12 weights α·T per pixel and Gaussian, the transmittance after the chunk, and which pixels stopped.
+
+    T after each Gaussian is a running product, so it never increases: the Gaussians that may be added are exactly
+    the prefix whose running T stays >= 1e-4 (skipped ones have α = 0 and leave T unchanged).
+    """
+    t_after = torch.cumprod(1.0 - alpha, dim=-1).mul_(t_start[..., None])
+    t_before = torch.cat([t_start[..., None], t_after[..., :-1]], dim=-1)
+    admitted = t_after >= T_MIN
+    weights = torch.where(admitted, alpha * t_before, 0.0)
+    n_admitted = admitted.sum(dim=-1, keepdim=True)
+    t_end = torch.cat([t_start[..., None], t_after], dim=-1).gather(-1, n_admitted)[..., 0]
+    stopped = ~admitted[..., -1] & (t_start > 0)
+    return weights, t_end, stopped
+
+
+def gsplat_inputs(projected: ProjectedGaussians, lists: TileLists):
+    """Arguments for gsplat's ``rasterize_to_pixels`` with one camera: means2d shifted to gsplat's +0.5 pixel
+    centres, conics, per-tile offsets [1, tiles_y, tiles_x] int32 and the flattened Gaussian ids int32."""
+    grid_y, grid_x = lists.grid
+    means2d = (projected.means2d + 0.5).float()[None]
+    conics = projected.conics.float()[None]
+    offsets = lists.offsets[:-1].to(torch.int32).reshape(1, grid_y, grid_x)
+    return means2d, conics, offsets, lists.gaussians.to(torch.int32)
+
+
+def _composite_gsplat(projected, opacity, features, lists, height, width, background, **_work_sizes):
+    """gsplat's CUDA compositor on the original-3DGS projection and tile lists (see the module docstring)."""
+    from gsplat import rasterize_to_pixels
+
+    means2d, conics, offsets, flatten_ids = gsplat_inputs(projected, lists)
+    colors, alphas = rasterize_to_pixels(
+        means2d, conics, features[None].contiguous(), opacity[None].contiguous(), width, height, TILE,
+        offsets, flatten_ids, backgrounds=background[None],
+    )
+    return colors[0].permute(2, 0, 1), 1.0 - alphas[0, ..., 0]
