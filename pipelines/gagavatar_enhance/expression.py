@@ -126,9 +126,9 @@ def regions_from_flame_masks(masks: Mapping[str, np.ndarray], num_vertices: int)
     """Regions from the official ``FLAME_masks.pkl`` dict (vertex index arrays per key).
 
     Mapping: mouth = lips, nose = nose, eyes = left/right_eye_region + eyeballs (or eye_region), brows = forehead,
-    cheeks_jaw = face minus all of these.  A dict already keyed by :data:`REGIONS` is used as is.
+    cheeks_jaw = face minus all of these.  A dict keyed only by :data:`REGIONS` names is used as is.
     """
-    if any(name in masks for name in REGIONS):
+    if set(masks) <= set(REGIONS):
         return _exclusive({k: to_numpy(v) for k, v in masks.items() if k in REGIONS}, num_vertices)
     def union(*keys):
         arrays = [to_numpy(masks[k]).reshape(-1) for k in keys if k in masks]
@@ -204,7 +204,7 @@ class RegionExpressionTransfer:
         """Build from a FLAME layer (``models.flame.load_flame``); regions default to :func:`flame_template_regions`."""
         if regions is None:
             regions = flame_template_regions(flame)
-        elif not any(name in regions for name in REGIONS):
+        elif not set(regions) <= set(REGIONS):
             regions = regions_from_flame_masks(regions, flame.num_vertices)
         return cls(flame.expression_basis.detach().cpu().numpy(), regions, config)
 
