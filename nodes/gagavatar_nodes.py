@@ -1,0 +1,268 @@
+"""GAGAvatar nodes: adapters from ComfyUI sockets to ``pipelines.gagavatar`` (no avatar logic lives here)."""
+from __future__ import annotations
+
+import os
+
+import folder_paths
+import torch
+from comfy_api.latest import io
+
+from .common import PRECISIONS, LoadedModel, ModelCache, numpy_to_image, progress_callback, resolve_dtype, torch_device
+from .paths import model_file_problem, model_files, resolve_model_file
+
+GAGAVATAR_MODEL = io.Custom("GAGAVATAR_MODEL")
+FLAME_MODEL = io.Custom("FLAME_MODEL")
+GAGAVATAR_SOURCE = io.Custom("GAGAVATAR_SOURCE")
+GAGAVATAR_AVATAR = io.Custom("GAGAVATAR_AVATAR")
+GAGAVATAR_DRIVER = io.Custom("GAGAVATAR_DRIVER")
+CATEGORY = "TalkingHead/GAGAvatar"
+_models = ModelCache()
+_flames = ModelCache()
+
+
+def resolve_input_path(path: str, node: str, what: str) -> str:
+    """A user path: absolute, or relative to ComfyUI's input folder."""
+    full = path if os.path.isabs(path) else os.path.join(folder_paths.get_input_directory(), path)
+    if not path or not os.path.exists(full):
+        raise FileNotFoundError(f"{node}: {what} '{path}' not found (relative paths are read from "
+                                f"{folder_paths.get_input_directory()}). Give the folder that holds smoothed.pkl or "
+                                f"optim.pkl and img_lmdb/.")
+    return full
+
+
+class GAGAvatarModelLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="GAGAvatarModelLoader",
+            display_name="GAGAvatar Model Loader",
+            category=CATEGORY,
+            description="Loads the official GAGAvatar.pt from models/gagavatar (sizes read from the file; no torch.hub "
+                        "download). Cached on the device between runs.",
+            inputs=[
+                io.Combo.Input("ckpt_name", options=model_files("gagavatar"),
+                               tooltip="GAGAvatar.pt (MIT) in models/gagavatar."),
+                io.Combo.Input("precision", options=PRECISIONS, default="auto",
+                               tooltip="auto = bf16/fp16 autocast on CUDA, fp32 on CPU (weights stay fp32)."),
+            ],
+            outputs=[GAGAVATAR_MODEL.Output(display_name="model")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, ckpt_name, **_):
+        return model_file_problem("gagavatar", ckpt_name, "GAGAvatar Model Loader") or True
+
+    @classmethod
+    def execute(cls, ckpt_name, precision):
+        from ..models.gagavatar import load_gagavatar
+
+        path = resolve_model_file("gagavatar", ckpt_name, "GAGAvatar Model Loader")
+        device = torch_device()
+        module = _models.get(path, device, torch.float32, lambda: load_gagavatar(path, device=device))
+        return io.NodeOutput(LoadedModel(module, device, resolve_dtype(precision, device), ckpt_name))
+
+
+class GAGAvatarFLAMELoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="GAGAvatarFLAMELoader",
+            display_name="FLAME Loader (GAGAvatar)",
+            category=CATEGORY,
+            description="Loads FLAME_with_eye.pt (or the official FLAME 2020 generic_model.pkl) from models/flame. "
+                        "FLAME needs registration at flame.is.tue.mpg.de and is never shipped with the pack.",
+            inputs=[io.Combo.Input("flame_name", options=model_files("flame"),
+                                   tooltip="FLAME_with_eye.pt or generic_model.pkl in models/flame.")],
+            outputs=[FLAME_MODEL.Output(display_name="flame")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, flame_name):
+        return model_file_problem("flame", flame_name, "FLAME Loader (GAGAvatar)") or True
+
+    @classmethod
+    def execute(cls, flame_name):
+        from ..models.flame import load_flame
+
+        path = resolve_model_file("flame", flame_name, "FLAME Loader (GAGAvatar)")
+        device = torch_device()
+        module = _flames.get(path, device, torch.float32, lambda: load_flame(path).to(device))
+        return io.NodeOutput(LoadedModel(module, device, torch.float32, flame_name))
+
+
+class GAGAvatarLoadTrackedDriver(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="GAGAvatarLoadTrackedDriver",
+            display_name="Load Tracked Driver (GAGAvatar)",
+            category=CATEGORY,
+            description="Reads a driver tracked by the official GAGAvatar tracker (smoothed.pkl or optim.pkl + "
+                        "img_lmdb/), frames in frame-index order (image sets in a fixed, sorted order).",
+            inputs=[
+                io.String.Input("driver_path", default="driver",
+                                tooltip="Folder of the tracked driver: absolute, or relative to ComfyUI's input folder."),
+                io.Float.Input("fps", default=0.0, min=0.0, max=240.0, step=0.001,
+                               tooltip="Frame rate of the driver; 0 = the one stored with the driver (meta.json)."),
+                io.Int.Input("max_frames", default=0, min=0, max=100000, tooltip="Keep the first N frames (0 = all)."),
+            ],
+            outputs=[GAGAVATAR_DRIVER.Output(display_name="driver"),
+                     io.Image.Output(display_name="driver_frames"),
+                     io.Float.Output(display_name="fps")],
+        )
+
+    @classmethod
+    def execute(cls, driver_path, fps, max_frames):
+        from ..pipelines.gagavatar import read_tracked
+
+        node = "Load Tracked Driver (GAGAvatar)"
+        driver = read_tracked(resolve_input_path(driver_path, node, "driver folder"), fps=fps or None,
+                              max_frames=max_frames or None, load_images=True)
+        if not driver.fps:
+            raise ValueError(f"{node}: the driver stores no frame rate; set the fps input (e.g. the driving video's).")
+        images = driver.load_images()
+        preview = numpy_to_image(images) if images is not None else torch.zeros(len(driver), 64, 64, 3)
+        return io.NodeOutput(driver, preview, float(driver.fps))
+
+
+class GAGAvatarLoadTrackedSource(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="GAGAvatarLoadTrackedSource",
+            display_name="Load Tracked Source (GAGAvatar)",
+            category=CATEGORY,
+            description="Picks one tracked frame (its 512² matted crop, FLAME shape and camera) as the avatar's source.",
+            inputs=[
+                io.String.Input("source_path", default="source",
+                                tooltip="Tracked folder (optim.pkl or smoothed.pkl + img_lmdb/), absolute or relative "
+                                        "to the input folder."),
+                io.Int.Input("frame_index", default=0, min=0, max=100000, tooltip="Which tracked frame to use."),
+            ],
+            outputs=[GAGAVATAR_SOURCE.Output(display_name="source"), io.Image.Output(display_name="source_image")],
+        )
+
+    @classmethod
+    def execute(cls, source_path, frame_index):
+        from ..pipelines.gagavatar import read_tracked
+        from ..pipelines.gagavatar.source import source_from_tracked
+
+        node = "Load Tracked Source (GAGAvatar)"
+        tracked = read_tracked(resolve_input_path(source_path, node, "source folder"), load_images=True)
+        source = source_from_tracked(tracked, frame_index)
+        return io.NodeOutput(source, numpy_to_image(source.image[None]))
+
+
+class GAGAvatarEncodeSource(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="GAGAvatarEncodeSource",
+            display_name="Encode Source (GAGAvatar)",
+            category=CATEGORY,
+            description="Builds the 180k-Gaussian avatar of the source once (DINOv2 features lifted to Gaussians); "
+                        "cached by image content, so re-running with the same source costs nothing.",
+            inputs=[GAGAVATAR_MODEL.Input("model"), GAGAVATAR_SOURCE.Input("source")],
+            outputs=[GAGAVATAR_AVATAR.Output(display_name="avatar")],
+        )
+
+    @classmethod
+    def execute(cls, model, source):
+        from ..pipelines.gagavatar import encode_source_cached
+
+        avatar = encode_source_cached(model.module, source.image, source.transform)
+        return io.NodeOutput({"avatar": avatar, "source": source, "model": model})
+
+
+def _check_same_model(avatar: dict, model: LoadedModel, node: str) -> None:
+    if avatar["model"].module is not model.module:
+        raise ValueError(f"{node}: the avatar was encoded with another GAGAvatar model; connect the same loader to "
+                         "Encode Source and to this node.")
+
+
+class GAGAvatarAnimate(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="GAGAvatarAnimate",
+            display_name="Animate Splats (GAGAvatar)",
+            category=CATEGORY,
+            description="Drives the avatar with the driver's FLAME expression/jaw/eyes and camera, and splats the "
+                        "Gaussians into 32-channel feature images (LATENT, 512²). Feed them to Refine (GAGAvatar).",
+            inputs=[GAGAVATAR_MODEL.Input("model"), FLAME_MODEL.Input("flame"), GAGAVATAR_AVATAR.Input("avatar"),
+                    GAGAVATAR_DRIVER.Input("driver"),
+                    io.Int.Input("batch_size", default=1, min=1, max=64,
+                                 tooltip="Frames per FLAME/rasteriser call. Each frame's splat is 32 MB in memory.")],
+            outputs=[io.Latent.Output(display_name="splats")],
+        )
+
+    @classmethod
+    def execute(cls, model, flame, avatar, driver, batch_size):
+        from ..pipelines.gagavatar import splat_frames
+
+        _check_same_model(avatar, model, "Animate Splats (GAGAvatar)")
+        progress = progress_callback(len(driver))
+        splats = splat_frames(model.module, flame.module, avatar["avatar"], avatar["source"].shapecode, driver,
+                              batch_size=batch_size, progress=progress, autocast_dtype=_autocast(model))
+        return io.NodeOutput({"samples": splats})
+
+
+def _autocast(model: LoadedModel):
+    return None if model.dtype == torch.float32 else model.dtype
+
+
+class GAGAvatarRefine(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="GAGAvatarRefine",
+            display_name="Refine (GAGAvatar)",
+            category=CATEGORY,
+            description="StyleUNet neural refiner: 32-channel splats -> RGB frames. Deterministic noise by default "
+                        "(the reference draws fresh noise every frame, which makes the video shimmer).",
+            inputs=[GAGAVATAR_MODEL.Input("model"), io.Latent.Input("splats"),
+                    io.Boolean.Input("reference_noise", default=False,
+                                     tooltip="Fresh random noise per frame, as the official code (shimmers)."),
+                    io.Int.Input("batch_size", default=1, min=1, max=64, tooltip="Frames per refiner call.")],
+            outputs=[io.Image.Output(display_name="frames")],
+        )
+
+    @classmethod
+    def execute(cls, model, splats, reference_noise, batch_size):
+        from ..pipelines.gagavatar import refine_splats
+
+        samples = splats["samples"]
+        frames = refine_splats(model.module, samples, batch_size=batch_size, progress=progress_callback(len(samples)),
+                               randomize_noise=reference_noise, autocast_dtype=_autocast(model))
+        return io.NodeOutput(numpy_to_image(frames))
+
+
+class GAGAvatarAnimateImages(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="GAGAvatarAnimateImages",
+            display_name="Animate Avatar (GAGAvatar)",
+            category=CATEGORY,
+            description="One-node path: source + driver -> 512² RGB frames at the driver's frame rate.",
+            inputs=[GAGAVATAR_MODEL.Input("model"), FLAME_MODEL.Input("flame"), GAGAVATAR_SOURCE.Input("source"),
+                    GAGAVATAR_DRIVER.Input("driver"),
+                    io.Boolean.Input("reference_noise", default=False,
+                                     tooltip="Fresh random refiner noise per frame, as the official code (shimmers)."),
+                    io.Int.Input("batch_size", default=1, min=1, max=64, tooltip="Frames per call.")],
+            outputs=[io.Image.Output(display_name="frames"), io.Float.Output(display_name="fps")],
+        )
+
+    @classmethod
+    def execute(cls, model, flame, source, driver, reference_noise, batch_size):
+        from ..pipelines.gagavatar import animate, encode_source_cached
+
+        avatar = encode_source_cached(model.module, source.image, source.transform)
+        frames = animate(model.module, flame.module, avatar, source.shapecode, driver, batch_size=batch_size,
+                         progress=progress_callback(len(driver)), randomize_noise=reference_noise,
+                         autocast_dtype=_autocast(model))
+        return io.NodeOutput(numpy_to_image(frames), float(driver.fps))
+
+
+NODES = [GAGAvatarModelLoader, GAGAvatarFLAMELoader, GAGAvatarLoadTrackedDriver, GAGAvatarLoadTrackedSource,
+         GAGAvatarEncodeSource, GAGAvatarAnimate, GAGAvatarRefine, GAGAvatarAnimateImages]
