@@ -21,8 +21,8 @@ def as_masks(masks, frames: np.ndarray, name: str = "mask") -> np.ndarray:
     if array.ndim == 4 and array.shape[-1] == 1:
         array = array[..., 0]
     if array.shape != frames.shape[:3]:
-        raise ValueError(f"{name}: expected a mask [N,H,W] = {frames.shape[:3]} matching the frames, got {array.shape}; "
-                         "pass one mask per frame at the frame resolution")
+        raise ValueError(f"{name}: expected a mask [N,H,W] = {frames.shape[:3]} matching the frames, "
+                         f"got {array.shape}; pass one mask per frame at the frame resolution")
     return np.ascontiguousarray(np.clip(array, 0.0, 1.0))
 
 

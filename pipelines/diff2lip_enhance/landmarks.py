@@ -1,5 +1,5 @@
-"""Lip landmarks: MediaPipe FaceMesh (default, 468 points, model inside the mediapipe 0.10.21 wheel) and face-alignment's
-68-point 2D-FAN loaded from a LOCAL file (optional).
+"""Lip landmarks: MediaPipe FaceMesh (default, 468 points, model inside the mediapipe 0.10.21 wheel) and
+face-alignment's 68-point 2D-FAN loaded from a LOCAL file (optional).
 
 Both landmarkers share one call signature, ``landmarker(frames, region_mask=None, progress=None) -> (points, found)``:
 ``points`` float32 [N,K,2] in pixel (x, y), NaN where no face was found, and ``found`` bool [N]. ``LIP_SCHEMES`` says
@@ -93,8 +93,8 @@ class FanLandmarker:
     def __init__(self, checkpoint_path: str | Path, device: str = "cpu", flip_input: bool = False):
         path = Path(checkpoint_path)
         if not path.is_file():
-            raise ValueError(f"checkpoint_path: no FAN file at {path}; download face-alignment's 2DFAN4-11f355bf06.pth.tar "
-                             "and pass its local path")
+            raise ValueError(f"checkpoint_path: no FAN file at {path}; download face-alignment's "
+                             "2DFAN4-11f355bf06.pth.tar and pass its local path")
         try:
             import face_alignment
         except ImportError as error:

@@ -13,7 +13,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from ._arrays import as_frames, as_masks, blend_inside
+from ._arrays import as_frames, as_masks, blend_inside, mask_box
 from .landmarks import LIP_SCHEMES, facemesh_landmarks
 from .masks import feather_inside, feather_outside
 
@@ -107,7 +107,7 @@ def adaptive_expansion(opening_ratio, base_expansion: float = 1.2, gain: float =
 
 
 def composite(original, generated, region_mask, lip_mask=None) -> np.ndarray:
-    """Original outside, generated inside: ``w·generated + (1 − w)·original`` with ``w = lip_mask·[region_mask > 0]``.
+    """Original outside, generated inside: ``w·generated + (1 − w)·original``, ``w = lip_mask·[region_mask > 0]``.
 
     With ``lip_mask=None`` the weight is the region mask itself (Diff2Lip's hard box paste). Pixels where the weight
     is 0 are the original bit-for-bit.
@@ -118,8 +118,13 @@ def composite(original, generated, region_mask, lip_mask=None) -> np.ndarray:
         raise ValueError(f"generated: shape {generated.shape} differs from original {original.shape}; "
                          "pass the Diff2Lip output frames of the same clip")
     region = as_masks(region_mask, original, "region_mask")
-    weight = region if lip_mask is None else as_masks(lip_mask, original, "lip_mask") * (region > 0)
-    return blend_inside(original, generated, weight)
+    weights = region if lip_mask is None else as_masks(lip_mask, original, "lip_mask") * (region > 0)
+    out = original.copy()
+    for index, weight in enumerate(weights):
+        box = mask_box(weight > 0, 0)
+        if box is not None:
+            out[index][box] = blend_inside(original[index][box], generated[index][box], weight[box])
+    return out
 
 
 def lip_composite_masks(original, generated, region_mask, expansion: float = 1.2, feather: float = 0.2,
@@ -150,7 +155,8 @@ def lip_composite_masks(original, generated, region_mask, expansion: float = 1.2
         np.full(count, expansion, dtype=np.float32)
     lips = np.maximum(lip_polygon_masks(original_points, height, width, scheme, expansions, feather),
                       lip_polygon_masks(generated_points, height, width, scheme, expansions, feather))
-    feather_px = feather * np.fmax(_corner_distance(original_points, scheme), _corner_distance(generated_points, scheme))
+    feather_px = feather * np.fmax(_corner_distance(original_points, scheme),
+                                   _corner_distance(generated_points, scheme))
     masks = np.empty_like(region)
     fallback = np.flatnonzero(~(original_found | generated_found))
     for index in range(count):

@@ -114,10 +114,13 @@ def flow_warped_initial_guess(previous_generated_crop, previous_input_crop, curr
     The flow is taken between the INPUT crops (known before sampling: head motion); the generated mouth rides along.
     Returns ``(guess [H,W,3] in 0..1, valid [H,W] bool)``; ``valid`` is False where the flow is inconsistent.
 
-    Use with :func:`mix_initial_noise`: Diff2Lip starts DDIM from x_T = seed-7 noise. To start the next frame near
-    the previous result, map the guess to −1..1 (``2·guess − 1``), mix it into x_T at the first sampled timestep
-    (SDEdit-style ``x_T = sqrt(ᾱ)·guess + sqrt(1 − ᾱ)·noise``, only where ``valid`` and in the masked lower half),
-    and keep the cond_img noise unchanged: the model was trained with that exact noise in cond_img (diff2lip trap 9).
+    How it feeds Diff2Lip's sampler (see :func:`mix_initial_noise`): map the guess to −1..1 (``2·guess − 1``) and
+    resize it to the 128² crop; pick a start step t0 of the respaced DDIM schedule and build
+    ``x_t0 = sqrt(ᾱ_t0)·guess + sqrt(1 − ᾱ_t0)·noise`` (SDEdit), using the seed-7 noise and plain noise where
+    ``valid`` is False; then run DDIM from t0 instead of from 960. Starting at 960 is pointless: the linear schedule
+    has ᾱ_960 ≈ 1e-4, so the guess would carry 1 % of x_T. Only the masked lower half is sampled, and the cond_img
+    noise must stay the unchanged seed-7 tensor (diff2lip trap 9: the model saw exactly that noise in training).
+    A later t0 gives more temporal coherence and less freedom for the new mouth shape.
     """
     previous_generated = np.asarray(previous_generated_crop, dtype=np.float32)
     current_input = np.asarray(current_input_crop, dtype=np.float32)
@@ -131,10 +134,11 @@ def flow_warped_initial_guess(previous_generated_crop, previous_input_crop, curr
 
 
 def mix_initial_noise(guess, noise, alpha_bar: float, valid=None):
-    """SDEdit mix ``sqrt(ᾱ)·guess + sqrt(1 − ᾱ)·noise`` (guess in −1..1); plain ``noise`` where ``valid`` is False.
+    """SDEdit start ``sqrt(ᾱ)·guess + sqrt(1 − ᾱ)·noise``, guess in −1..1; plain ``noise`` where ``valid`` is 0.
 
-    With ᾱ of the first DDIM step the mix has the marginal of a noised guess, so the sampler continues from it.
-    Works on numpy arrays or torch tensors of matching shape (``valid`` broadcastable to them).
+    With ᾱ = ᾱ_t0 of the DDIM step the sampler starts from, the mix has the marginal of the guess noised to t0
+    (linear schedule: ᾱ_600 ≈ 0.026, ᾱ_400 ≈ 0.19, ᾱ_200 ≈ 0.66). Works on numpy arrays or torch tensors of one
+    shape; ``valid`` is a 0/1 float array broadcastable to them.
     """
     alpha_bar = check_unit_range(alpha_bar, "alpha_bar")
     mixed = alpha_bar ** 0.5 * guess + (1.0 - alpha_bar) ** 0.5 * noise
