@@ -191,7 +191,7 @@ def normalize_loudness(wav, sample_rate: int, target_lufs: float = -23.0) -> np.
 # dynamic range compression
 
 
-def compress_dynamic_range(wav, sample_rate: int = 16000, threshold_db: float = -20.0, ratio: float = 4.0,
+def compress_dynamic_range(wav, sample_rate: int = 16000, threshold_db: float = -30.0, ratio: float = 4.0,
                            attack_ms: float = 5.0, release_ms: float = 50.0, makeup_db: float = 0.0,
                            detector_ms: float = 10.0) -> np.ndarray:
     """Feed-forward compressor: levels above ``threshold_db`` are reduced by ``ratio``.
@@ -199,6 +199,8 @@ def compress_dynamic_range(wav, sample_rate: int = 16000, threshold_db: float = 
     The level is the RMS over ``detector_ms`` in dBFS (a full-scale sine reads -3 dB), computed every 1 ms; the
     gain reduction follows it with one-pole ``attack_ms``/``release_ms`` smoothing and is interpolated to the sample
     rate.  A steady tone at level L > threshold comes out at ``threshold + (L - threshold) / ratio + makeup_db``.
+    The default threshold suits speech at -23 LUFS (median 50 ms level about -25 dBFS): on the LibriVox test speech
+    it narrows the 10th-95th percentile level spread from 24 to 16 dB.
     """
     wav = _mono(wav)
     if ratio < 1 or attack_ms <= 0 or release_ms <= 0 or detector_ms <= 0:
@@ -328,12 +330,19 @@ def speech_activity(wav_16k, fps: float, num_frames: int, sample_rate: int = 160
 def enhance_speech(wav_16k, sample_rate: int = 16000, denoise: bool = False, compress: bool = False,
                    target_lufs: float | None = None, offset_ms: float = 0.0, noise=None) -> np.ndarray:
     """The clean-up chain in its useful order: denoise, compress, normalise loudness (last, so the level is the
-    target), then shift.  Every step is off by default, which returns the audio unchanged."""
+    target), then shift.  Every step is off by default, which returns the audio unchanged.
+
+    The compressor runs on the audio brought to -23 LUFS first, so its threshold means the same for any recording;
+    afterwards the level goes to ``target_lufs``, or back to the input's loudness when that is None.
+    """
     wav = _mono(wav_16k, "wav_16k")
     if denoise:
         wav = spectral_subtract(wav, sample_rate, noise=noise)
     if compress:
-        wav = compress_dynamic_range(wav, sample_rate)
+        loudness = integrated_loudness(wav, sample_rate)
+        if np.isfinite(loudness):
+            wav = compress_dynamic_range(normalize_loudness(wav, sample_rate, -23.0), sample_rate)
+            wav = normalize_loudness(wav, sample_rate, loudness if target_lufs is None else target_lufs)
     if target_lufs is not None:
         wav = normalize_loudness(wav, sample_rate, target_lufs)
     if offset_ms:

@@ -145,6 +145,16 @@ def test_enhance_chain():
     full = ae.enhance_speech(noisy, denoise=True, compress=True, target_lufs=-23.0, offset_ms=20.0)
     assert full.shape == noisy.shape and not full[:320].any()  # 20 ms of leading silence from the offset
     assert abs(ae.integrated_loudness(full, RATE) + 23.0) < 0.2
+    # Compression alone keeps the input's loudness but narrows the spread of speech levels (50 ms blocks).
+    compressed = ae.enhance_speech(clean * 0.1, compress=True)
+    assert abs(ae.integrated_loudness(compressed, RATE) - ae.integrated_loudness(clean * 0.1, RATE)) < 0.01
+
+    def level_spread(wav):
+        blocks = 10 * np.log10(np.mean(wav[: len(wav) // 800 * 800].reshape(-1, 800) ** 2, axis=1) + 1e-12)
+        blocks = blocks[blocks > blocks.max() - 40]
+        return np.percentile(blocks, 95) - np.percentile(blocks, 10)
+
+    assert level_spread(compressed) < level_spread(clean) - 4, (level_spread(compressed), level_spread(clean))
 
     def scale_invariant_snr(estimate):
         scale = np.dot(estimate, clean) / np.dot(clean, clean)
