@@ -4,7 +4,11 @@ Diff2Lip pastes the generated crop hard into the whole face box. Here the genera
 soft mask around the lips (outer lip contour, scaled about its centroid, feathered outwards by distance), limited to the
 generated region by a mask feathered inwards from the region edge, so no pixel outside the region changes.
 Frames where no landmarks are found on either the original or the generated frame fall back to the plain region mask
-(hard box) and are counted in the returned info.
+(hard box) and are counted in the returned info; where only one of the two is found, its polygon alone is used.
+
+Default by measurement (benchmarks/diff2lip_enhance.py, astronaut clip at 512², generated region shifted, blurred and
+re-coloured): seam energy of the hard box +0.0109 against +0.0006 for the feathered lip mask (expansion 1.2, feather
+0.2 × mouth width), so the lip mask is the default and the hard box stays available as ``composite(..., lip_mask=None)``.
 """
 from __future__ import annotations
 
