@@ -94,10 +94,7 @@ def _resize_mask(mask: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return cv2.resize(mask, (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
 
 
-def enhance_frame_details(frame: np.ndarray, face: np.ndarray, config: DetailConfig) -> np.ndarray:
-    """Enhance one [H,W,3] float32 frame where the soft mask ``face`` [H,W] is > 0 (see module doc)."""
-    if config.strength == 0 or not np.any(face > 0):
-        return frame.copy()
+def _enhance_region(frame: np.ndarray, face: np.ndarray, config: DetailConfig) -> np.ndarray:
     bands, gaussians = laplacian_pyramid(frame, len(config.level_gains))
     added = None
     for level in range(len(bands) - 1, -1, -1):
@@ -107,6 +104,27 @@ def enhance_frame_details(frame: np.ndarray, face: np.ndarray, config: DetailCon
         added = extra if added is None else _upsample(added, extra.shape) + extra
     changed = np.clip(frame + face[:, :, None] * added, 0.0, 1.0)
     return np.where(face[:, :, None] > 0, changed, frame)
+
+
+def _mask_window(face: np.ndarray, levels: int) -> tuple[slice, slice]:
+    """Bounding box of face > 0 plus the reach of the coarsest pyramid band (5-tap kernel at 2^levels px)."""
+    rows, cols = np.flatnonzero(face.any(axis=1)), np.flatnonzero(face.any(axis=0))
+    margin = 4 * 2**levels
+    return (slice(max(rows[0] - margin, 0), min(rows[-1] + 1 + margin, face.shape[0])),
+            slice(max(cols[0] - margin, 0), min(cols[-1] + 1 + margin, face.shape[1])))
+
+
+def enhance_frame_details(frame: np.ndarray, face: np.ndarray, config: DetailConfig) -> np.ndarray:
+    """Enhance one [H,W,3] float32 frame where the soft mask ``face`` [H,W] is > 0 (see module doc).
+
+    Only the mask's bounding box (plus the pyramid's reach) is processed.
+    """
+    out = frame.copy()
+    if config.strength == 0 or not np.any(face > 0):
+        return out
+    window = _mask_window(face, len(config.level_gains))
+    out[window] = _enhance_region(frame[window], np.ascontiguousarray(face[window]), config)
+    return out
 
 
 def validate_frames_and_mask(frames: np.ndarray, mask: np.ndarray | None, what: str = "mask"

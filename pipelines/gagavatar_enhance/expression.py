@@ -102,7 +102,8 @@ def landmark_regions(template: np.ndarray, landmarks: np.ndarray) -> dict[str, n
         names.append("cheeks_jaw")
         points.append(0.5 * (landmarks[a] + landmarks[b]))
         radii.append(LANDMARK_RADII["cheeks_jaw"])
-    scaled = np.linalg.norm(template[:, None, :] - np.asarray(points)[None], axis=-1) / (np.asarray(radii) * interocular)
+    distances = np.linalg.norm(template[:, None, :] - np.asarray(points)[None], axis=-1)
+    scaled = distances / (np.asarray(radii) * interocular)
     nearest = scaled.argmin(axis=1)
     inside = scaled[np.arange(len(template)), nearest] <= 1.0
     names = np.asarray(names)

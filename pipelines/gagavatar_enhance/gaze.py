@@ -44,7 +44,8 @@ def project_points(points: np.ndarray, transform: np.ndarray, image_size: tuple[
     """Project world points [T,N,3] with the driver cameras [T,3,4] to pixel coordinates [T,N,2] (x right, y down;
     pixel (i, j) has its centre at (i, j)).  ``image_size`` is (H, W)."""
     transform = np.asarray(transform, dtype=np.float64)
-    cam = np.einsum("tnj,tjk->tnk", np.asarray(points, dtype=np.float64), transform[:, :, :3]) + transform[:, None, :, 3]
+    points = np.asarray(points, dtype=np.float64)
+    cam = np.einsum("tnj,tjk->tnk", points, transform[:, :, :3]) + transform[:, None, :, 3]
     if np.any(cam[..., 2] <= 0):
         raise ValueError("a point to project is behind the driver camera; check transform_matrix and the points")
     height, width = image_size
@@ -76,7 +77,8 @@ def eye_centres_from_flame(flame: FlameLayer, shapecode, expcode=None, posecode=
         expression = _frames_of(expcode, num_frames, 1, "expcode")
         betas[:, 300: 300 + expression.shape[1]] = expression[:, :100]
     with torch.no_grad():
-        shaped = flame.v_template.double() + torch.einsum("tl,vkl->tvk", torch.from_numpy(betas), flame.shapedirs.double())
+        offsets = torch.einsum("tl,vkl->tvk", torch.from_numpy(betas), flame.shapedirs.double())
+        shaped = flame.v_template.double() + offsets
         joints = torch.einsum("jv,tvk->tjk", flame.J_regressor.double(), shaped).numpy()
     eyes = joints[:, list(EYE_JOINTS)]
     if posecode is not None:

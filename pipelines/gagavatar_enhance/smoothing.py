@@ -153,7 +153,8 @@ def smooth_track(track: np.ndarray, config: SmoothingConfig, rotation: bool = Fa
 def require_track(driver: Mapping[str, np.ndarray], field: str, tail: tuple[int | None, ...]) -> np.ndarray:
     """Fetch driver[field] as an array of shape [T, *tail] (None in tail = any size) or raise ValueError."""
     if field not in driver:
-        raise ValueError(f"driver has no {field!r} field; add it (shape [T,{_shape_text(tail)}]) or leave it out of fields")
+        raise ValueError(f"driver has no {field!r} field; add it (shape [T,{_shape_text(tail)}]) "
+                         "or leave it out of fields")
     array = np.asarray(driver[field])
     matches = array.ndim == len(tail) + 1 and all(t is None or t == s for t, s in zip(tail, array.shape[1:]))
     if not matches or len(array) == 0:

@@ -97,3 +97,38 @@ def synthetic_detail_scene(size: int = 256, seed: int = 0) -> dict[str, np.ndarr
         "flat": flat,
         "background": background,
     }
+
+
+def photo_detail_scene(photo: np.ndarray, face_box: tuple[float, float, float, float], size: int = 512,
+                       blur_sigma: float = 1.0) -> dict[str, np.ndarray]:
+    """A GAGAvatar-like crop of a real photo with region maps, for :func:`detail.detail_metrics`.
+
+    The crop is the face box enlarged 1.65x to a square (as the tracker crops), resized to ``size`` and blurred by
+    ``blur_sigma`` px (rendered frames are soft).  ``face`` is the ellipse inscribed in the face box; ``edge`` is a
+    3-px band around strong luminance steps (Sobel >= 0.2) inside it; ``texture`` is the rest of the face interior
+    (Sobel < 0.1); ``flat`` is empty (photos have none); ``background`` is outside the face.
+    """
+    from .detail import edge_strength
+
+    x0, y0, x1, y1 = face_box
+    side = 1.65 * np.sqrt((x1 - x0) * (y1 - y0))
+    cx, cy = 0.5 * (x0 + x1), 0.5 * (y0 + y1)
+    scale = size / side
+    affine = np.array([[scale, 0.0, size / 2 - scale * cx], [0.0, scale, size / 2 - scale * cy]])
+    image = cv2.warpAffine(photo.astype(np.float32) / 255.0, affine, (size, size), flags=cv2.INTER_AREA,
+                           borderMode=cv2.BORDER_REFLECT)
+    image = np.clip(cv2.GaussianBlur(image, (0, 0), blur_sigma), 0.0, 1.0)
+    rows, cols = np.mgrid[0:size, 0:size].astype(np.float32)
+    half_w, half_h = 0.5 * scale * (x1 - x0), 0.5 * scale * (y1 - y0)
+    face = ((cols - size / 2) / half_w) ** 2 + ((rows - size / 2) / half_h) ** 2 <= 1.0
+    strength = edge_strength(image)
+    strong = cv2.dilate((strength >= 0.2).astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
+    interior = cv2.erode(face.astype(np.uint8), np.ones((15, 15), np.uint8)).astype(bool)
+    return {
+        "image": image.astype(np.float32),
+        "face": face,
+        "texture": interior & ~strong & (strength < 0.1),
+        "edge": strong & interior,
+        "flat": np.zeros_like(face),
+        "background": ~face,
+    }
