@@ -1,6 +1,8 @@
 """Diff2Lip enhancement stages 4-5: landmark lip masks, composite, mouth-opening-adaptive expansion."""
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 from diff2lip_enhance_media import enhance_clip, shifted_blurred_recoloured
@@ -104,3 +106,9 @@ def test_smoothing_bounds_the_frame_to_frame_area_change(original_points):
             assert np.abs(np.diff(expansion)).max() <= 1.2 * 0.5 / 4 + 1e-6  # the NaN frame leaves a 4-frame mean
     raw_change, smooth_change = np.abs(np.diff(areas[1])).max(), np.abs(np.diff(areas[5])).max()
     assert raw_change > 300 and smooth_change < 0.3 * raw_change, (raw_change, smooth_change)
+
+
+def test_missing_mediapipe_raises_an_install_hint(monkeypatch, clip):
+    monkeypatch.setitem(sys.modules, "mediapipe", None)
+    with pytest.raises(ImportError, match="pip install --no-deps mediapipe==0.10.21"):
+        facemesh_landmarks(clip.original[:1])
