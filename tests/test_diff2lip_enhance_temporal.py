@@ -1,4 +1,4 @@
-"""Diff2Lip enhancement stage 6: flow-guided temporal smoothing against a plain EMA, and the x_T initial-guess helper."""
+"""Diff2Lip enhancement stage 6: flow-guided temporal smoothing against a plain EMA, and the x_T initial guess."""
 from __future__ import annotations
 
 import numpy as np
