@@ -310,3 +310,14 @@ def test_lipsync_rejects_bad_frames(tiny):
     _, wav = _clip()
     with pytest.raises(ValueError, match="frames must be"):
         lipsync(np.zeros((4, 32, 32), np.uint8), wav, 25.0, tiny, fake_detect)
+
+
+def test_lipsync_keeps_inactive_frames(tiny):
+    frames, wav = _clip(n=4)
+    active = np.array([True, False, False, True])
+    out, mask, report = lipsync(frames, wav, 25.0, tiny, fake_detect, steps=2, active_frames=active)
+    assert report["faces_found"] == 3 and report["generated"] == 2 and report["passed_through_frames"] == [2]
+    assert np.array_equal(out[1], frames[1]) and mask[1].sum() == 0
+    assert mask[0].sum() > 0 and mask[3].sum() > 0
+    with pytest.raises(ValueError, match="active_frames"):
+        lipsync(frames, wav, 25.0, tiny, fake_detect, steps=2, active_frames=active[:2])

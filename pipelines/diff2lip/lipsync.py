@@ -76,7 +76,7 @@ def _check_frames(frames: np.ndarray) -> None:
 def lipsync(frames: np.ndarray, wav_16k: np.ndarray, fps: float, model, detect: Detector, steps: int = 25,
             seed: int = 7, batch_size: int = 8, pads: Sequence[int] = (0, 0, 0, 0), pick: str | int = "largest",
             progress: Callable[[int, int], None] | None = None, upscale: Upscale | None = None,
-            smooth_window: int = 5, paste_whole_box: bool = False):
+            smooth_window: int = 5, paste_whole_box: bool = False, active_frames: np.ndarray | None = None):
     """Re-generate the mouth region of every frame with a face so the lips follow ``wav_16k``.
 
     frames: [N,H,W,3] RGB, uint8 or float 0..1; wav_16k: mono 16 kHz; fps: frame rate of ``frames`` (mel windows are
@@ -88,9 +88,12 @@ def lipsync(frames: np.ndarray, wav_16k: np.ndarray, fps: float, model, detect: 
     masked-half noise of every frame, and DDIM uses ``steps`` steps (25 in the release).  Frames without a face pass
     through unchanged.  Only the generated lower half of each box is pasted (``paste_whole_box=True`` writes the whole
     resized crop like the reference).  ``upscale`` enlarges each generated crop before it is resized into its box.
+    ``active_frames`` (bool [N], e.g. from a voice-activity detector) keeps the original mouth where it is False;
+    those frames are still detected so that box smoothing of their neighbours is unchanged.
 
     Returns (frames, mask, report): frames as the input's dtype/shape, mask float32 [N,H,W] = 1 where pixels were
-    written, report = {frames, faces_found, passed_through, passed_through_frames, seconds}.
+    written, report = {frames, faces_found, generated, passed_through, passed_through_frames, seconds}
+    (passed_through = frames without a face).
     """
     started = time.perf_counter()
     frames = np.asarray(frames)
@@ -98,14 +101,17 @@ def lipsync(frames: np.ndarray, wav_16k: np.ndarray, fps: float, model, detect: 
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     n, height, width = frames.shape[:3]
+    active = np.ones(n, bool) if active_frames is None else np.asarray(active_frames, bool)
+    if active.shape != (n,):
+        raise ValueError(f"active_frames must be one flag per frame ({n}), got shape {active.shape}")
     mels = mel_windows(melspectrogram(wav_16k), fps=fps, num_frames=n)
     size = model.image_size
 
     # Detection ticks first, against an estimate that assumes a face in every frame; corrected once faces are known.
     faces = _detect_all(frames, detect, pick, progress, n + -(-n // batch_size) * steps)
     boxes = _smoothed_boxes(faces, (height, width), pads, smooth_window)
-    with_face = sorted(boxes)
-    batches = [with_face[i:i + batch_size] for i in range(0, len(with_face), batch_size)]
+    to_generate = [i for i in sorted(boxes) if active[i]]
+    batches = [to_generate[i:i + batch_size] for i in range(0, len(to_generate), batch_size)]
     total = n + len(batches) * steps
 
     output = frames.copy()
@@ -123,6 +129,6 @@ def lipsync(frames: np.ndarray, wav_16k: np.ndarray, fps: float, model, detect: 
             y1, y2, x1, x2 = paste_face(output[i], face, box, upscale=upscale, lower_half=not paste_whole_box)
             mask[i, y1:y2, x1:x2] = 1.0
     passed = [i for i in range(n) if i not in boxes]
-    report = {"frames": n, "faces_found": len(with_face), "passed_through": len(passed),
+    report = {"frames": n, "faces_found": len(boxes), "generated": len(to_generate), "passed_through": len(passed),
               "passed_through_frames": passed, "seconds": time.perf_counter() - started}
     return output, mask, report
