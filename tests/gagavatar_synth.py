@@ -186,7 +186,7 @@ def write_synthetic_driver(path, num_frames: int = 12, image_set: bool = False, 
     return truth
 
 
-def _fill_random(state: dict, seed: int) -> dict:
+def random_weights(state: dict, seed: int = 0) -> dict:
     """Deterministic random values for every tensor: fan-in-scaled weights, small biases, unit norms/modulation."""
     generator = torch.Generator().manual_seed(seed)
     filled = {}
@@ -235,4 +235,4 @@ def tiny_gagavatar_state_dict(num_vertices: int = 64, refine_levels: int = 4, se
                                                   num_mlp=2, out_dim=3))
     state = dict(network.state_dict())
     state["base_model.dino_model.mask_token"] = torch.zeros(1, embed)
-    return _fill_random(state, seed)
+    return random_weights(state, seed)

@@ -261,3 +261,31 @@ def test_progress_exception_cancels(scene):
         gg.animate(model, flame, avatar, source_shape, driver, progress=cancel)
     with pytest.raises(ValueError, match="batch_size"):
         gg.animate(model, flame, avatar, source_shape, driver, batch_size=0)
+
+
+@pytest.mark.slow
+def test_formula_weight_scene_renders_like_the_reference(gagavatar_fixtures):
+    """gagavatar.md §9.8: the released-size formula-weight avatar through encode_source_cached + render_splat."""
+    import json
+
+    from talkinghead.models.gagavatar import load_gagavatar
+    from test_gagavatar_model import e2e_source_image, formula_tensor  # the §9.5 generator lives with the model tests
+
+    manifest = json.loads((gagavatar_fixtures / "model_full_keys.json").read_text())
+    model = load_gagavatar({"model": {name: torch.from_numpy(formula_tensor(name, shape, k))
+                                      for k, (name, shape, *_) in enumerate(manifest["keys"])}})
+    e2e = np.load(gagavatar_fixtures / "e2e_formula_weights.npz")
+    reference = np.load(gagavatar_fixtures / "e2e_formula_weights_render512.npz")
+    avatar = gg.encode_source_cached(model, e2e_source_image(), e2e["f_transform"])
+    image, alpha, radii = gg.render_splat(model, avatar, torch.from_numpy(e2e["t_points"]), e2e["t_transform"])
+
+    assert image.shape == (32, 512, 512)
+    error = np.abs(image[:3].numpy() - reference["image_ch0_3"])
+    assert (error <= 1e-3).mean() >= 0.999 and error.max() <= 2e-2
+    alpha_error = np.abs(alpha.numpy() - reference["alpha"])
+    assert (alpha_error <= 1e-3).mean() >= 0.999 and alpha_error.max() <= 2e-2
+    assert (radii.numpy() != reference["radii"]).mean() < 1e-4  # a few threshold flips among 180,255
+    sums = image.double().sum(dim=(1, 2)).numpy()
+    abs_sums = image.double().abs().sum(dim=(1, 2)).numpy()
+    assert np.abs(sums - reference["channel_sums_f64"]).max() <= 1e-4 * reference["channel_abssums_f64"].max()
+    assert np.allclose(abs_sums, reference["channel_abssums_f64"], rtol=1e-4)

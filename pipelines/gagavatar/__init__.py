@@ -12,6 +12,7 @@ from .animation import (
     prepare_source_image,
     preview_from_splats,
     refine_splats,
+    render_splat,
     splat_frames,
 )
 from .driver import LmdbFrames, TrackedDriver, as_driver, read_tracked, write_tracked
@@ -20,5 +21,5 @@ from .geometry import camera_matrices, camera_tanfov, harmonic_embedding, plane_
 __all__ = [
     "LmdbFrames", "TrackedDriver", "animate", "as_driver", "camera_matrices", "camera_tanfov", "clear_source_cache",
     "driver_points", "encode_source_cached", "harmonic_embedding", "plane_points", "prepare_source_image",
-    "preview_from_splats", "read_tracked", "refine_splats", "splat_frames", "write_tracked",
+    "preview_from_splats", "read_tracked", "refine_splats", "render_splat", "splat_frames", "write_tracked",
 ]

@@ -122,20 +122,23 @@ def driver_points(flame, source_shape, driver: TrackedDriver, start: int, stop: 
         return flame(shape, driver.expcode[start:stop], driver.posecode[start:stop], driver.eyecode[start:stop])
 
 
-def _render_splat(model, avatar, points: torch.Tensor, transform: np.ndarray, autocast_dtype) -> torch.Tensor:
+def render_splat(model, avatar, t_points: torch.Tensor, transform, autocast_dtype: torch.dtype | None = None):
+    """One frame's splat with the driver camera ``transform`` [3,4]: (image [C,S,S], alpha [S,S], radii [N]).
+
+    ``t_points`` [V,3]: FLAME vertices × 5 of the frame.  Gaussians are rasterised in float32 with a zero background.
+    """
     from ...models.gaussian_rasterizer import rasterize  # lazy: models/gagavatar.py imports this package
 
     device, _ = _model_device_dtype(model)
     with torch.no_grad(), _autocast(device, autocast_dtype):
-        gaussians = model.gaussians(avatar, points[None].to(device))
+        gaussians = model.gaussians(avatar, t_points[None].to(device))
     gaussians = {name: value[0].float() for name, value in gaussians.items()}
     view, projection = camera_matrices(torch.as_tensor(transform, dtype=torch.float32, device=device), FOCAL)
     tanfovx, tanfovy = camera_tanfov(FOCAL)
     size, channels = model.refine_size, gaussians["colors"].shape[-1]
-    image, _, _ = rasterize(gaussians["xyz"], gaussians["scales"], gaussians["rotations"], gaussians["opacities"],
-                            gaussians["colors"], view, projection, tanfovx, tanfovy, size, size,
-                            torch.zeros(channels, device=device))
-    return image
+    return rasterize(gaussians["xyz"], gaussians["scales"], gaussians["rotations"], gaussians["opacities"],
+                     gaussians["colors"], view, projection, tanfovx, tanfovy, size, size,
+                     torch.zeros(channels, device=device))
 
 
 def _splat_batch(model, flame, avatar, source_shape, driver, start, stop, autocast_dtype,
@@ -143,7 +146,7 @@ def _splat_batch(model, flame, avatar, source_shape, driver, start, stop, autoca
     points = driver_points(flame, source_shape, driver, start, stop)
     splats = []
     for i in range(stop - start):
-        splats.append(_render_splat(model, avatar, points[i], driver.transform_matrix[start + i], autocast_dtype))
+        splats.append(render_splat(model, avatar, points[i], driver.transform_matrix[start + i], autocast_dtype)[0])
         if on_frame is not None:
             on_frame(start + i + 1)
     return torch.stack(splats)
