@@ -21,9 +21,13 @@ _KAISER_BETA = 8.6  # stop-band attenuation of about 90 dB for the polyphase res
 
 
 def _as_numpy(waveform) -> np.ndarray:
+    """Audio samples as float32; signed integer PCM (e.g. int16) is scaled to -1..1."""
     if isinstance(waveform, torch.Tensor):
-        return waveform.detach().to("cpu", torch.float32).numpy()
-    return np.asarray(waveform, dtype=np.float32)
+        waveform = waveform.detach().cpu().numpy()
+    array = np.asarray(waveform)
+    if np.issubdtype(array.dtype, np.signedinteger):
+        return (array / float(np.iinfo(array.dtype).max + 1)).astype(np.float32)
+    return array.astype(np.float32, copy=False)
 
 
 def audio_to_mono(waveform, sample_rate: int, target_rate: int = TARGET_SAMPLE_RATE) -> np.ndarray:
@@ -228,7 +232,7 @@ def _to_unit_range(data: np.ndarray, sample_format: str) -> np.ndarray:
 
 
 def _frames_to_uint8(frames) -> np.ndarray:
-    array = _as_numpy(frames) if isinstance(frames, torch.Tensor) else np.asarray(frames)
+    array = frames.detach().cpu().numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
     if array.ndim != 4 or array.shape[-1] != 3:
         raise ValueError(f"frames: expected [N, H, W, 3] RGB, got shape {tuple(array.shape)}")
     if array.dtype != np.uint8:

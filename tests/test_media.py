@@ -33,6 +33,8 @@ def test_audio_to_mono_mixes_and_resamples_without_moving_onsets():
     assert abs(int(np.argmax(np.abs(residual))) - 8000) <= 1  # the click stays at 0.5 s (no filter delay)
     with pytest.raises(ValueError, match="batch 1"):
         media.audio_to_mono(torch.zeros(2, 1, 100), rate)
+    pcm = (tone(440, 0.1, 0.5) * 32767).astype(np.int16)  # integer PCM is scaled to -1..1
+    assert abs(np.abs(media.audio_to_mono(pcm, 16000)).max() - 0.5) < 1e-3
 
 
 def test_resampling_round_trip_keeps_real_speech():
@@ -85,6 +87,10 @@ def test_writers_never_overwrite_unless_asked_and_leave_no_temp_files(tmp_path):
     assert second.name == "out_0001.mp4" and first.read_bytes() == original
     replaced = media.write_video(tmp_path / "out.mp4", frames[:1], 25, overwrite=True)
     assert replaced == first and first.read_bytes() != original
+    # ComfyUI IMAGE (torch float 0..1) and torch uint8 frames are accepted too (64 px yuv420p: about 32 dB).
+    for given in (torch.from_numpy(frames).float() / 255, torch.from_numpy(frames)):
+        written = media.read_video(media.write_video(tmp_path / "torch.mp4", given, 25, overwrite=True))[0]
+        assert _psnr(written, frames) > 29
 
     def cancel(done, total):
         if done == 2:
@@ -92,7 +98,7 @@ def test_writers_never_overwrite_unless_asked_and_leave_no_temp_files(tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         media.write_video(tmp_path / "cancelled.mp4", frames, 25, progress=cancel)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4", "out_0001.mp4"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4", "out_0001.mp4", "torch.mp4"]
 
 
 def test_wav_round_trip_and_audio_from_video(tmp_path):
