@@ -124,6 +124,8 @@ def test_dict_driver_and_atomic_overwrite(tmp_path):
     assert len(gg.read_tracked(target)) == 2 and sorted(p.name for p in tmp_path.iterdir()) == ["drv"]
     with pytest.raises(ValueError, match="transform_matrix"):
         gg.as_driver({k: v for k, v in smoothed.items() if k != "transform_matrix"})
+    with pytest.raises(ValueError, match="distinct keys"):
+        gg.write_tracked(tmp_path / "dup", dict(shorter, keys=["a_1", "a_1"]))
 
 
 def test_bad_driver_inputs_raise_value_errors(tmp_path):
@@ -140,6 +142,8 @@ def test_bad_driver_inputs_raise_value_errors(tmp_path):
     (tmp_path / "smoothed.pkl").write_bytes(pickle.dumps({"x_0": {"expcode": np.zeros(100, np.float32)}}))
     with pytest.raises(ValueError, match="lacks"):
         gg.read_tracked(tmp_path)
+    with pytest.raises(ValueError, match="max_frames"):
+        gg.read_tracked(tmp_path, max_frames=0)
 
 
 # ---------------------------------------------------------------------------------------------------------------

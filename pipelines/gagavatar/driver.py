@@ -95,7 +95,7 @@ def _to_uint8_hwc(image) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
-@dataclass
+@dataclass(eq=False)
 class TrackedDriver:
     """Per-frame FLAME/camera codes of a driver, in frame order, as numpy arrays.
 
@@ -161,8 +161,8 @@ def as_driver(driver) -> TrackedDriver:
         codes[name] = np.zeros((count, *shape), np.float32) if value is None else _stack_codes(name, list(value), count)
     keys = driver.get("keys")
     keys = [f"frame_{i}" for i in range(count)] if keys is None else [str(k) for k in keys]
-    if len(keys) != count:
-        raise ValueError(f"driver has {len(keys)} keys for {count} frames")
+    if len(keys) != count or len(set(keys)) != count:
+        raise ValueError(f"driver needs {count} distinct keys (one per frame), got {len(set(keys))} of {len(keys)}")
     images = driver.get("images")
     if images is not None and len(images) != count:
         raise ValueError(f"driver has {len(images)} images for {count} frames")
@@ -189,6 +189,8 @@ def read_tracked(path, fps: float | None = None, max_frames: int | None = None,
     first N frames.  Images are lazy unless ``load_images``; without ``img_lmdb/`` they come from the records' own
     ``image`` fields (``track_image`` output) when present.
     """
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"max_frames must be >= 1 (or None for all frames), got {max_frames}")
     pickle_path, image_set = _driver_pickle(Path(path))
     root = pickle_path.parent
     records = load_legacy_pickle(pickle_path)
@@ -196,6 +198,8 @@ def read_tracked(path, fps: float | None = None, max_frames: int | None = None,
         raise ValueError(f"{pickle_path}: expected a non-empty dict of per-frame records")
     keys = sorted((str(k) for k in records), key=_frame_sort_key)[:max_frames]
     for key in keys:
+        if not isinstance(records[key], Mapping):
+            raise ValueError(f"{pickle_path}: frame '{key}' is a {type(records[key]).__name__}, not a dict of arrays")
         absent = [name for name in REQUIRED_FOR_ANIMATION if name not in records[key]]
         if absent:
             raise ValueError(f"{pickle_path}: frame '{key}' lacks {absent}")
