@@ -186,8 +186,17 @@ def test_presets_and_enhanced_pipeline(track, gagavatar_fixtures, scene):
 
     frames = np.repeat(scene["image"][None], 2, axis=0)
     eye_pixels = np.array([[[70.0, 80.0], [120.0, 80.0]]] * 2)
-    rendered = enhance_frames(frames, enhanced, face_mask=scene["face"], eye_pixels=eye_pixels)
+    ticks = []
+    rendered = enhance_frames(frames, enhanced, face_mask=scene["face"], eye_pixels=eye_pixels,
+                              progress=lambda done, total: ticks.append((done, total)))
+    assert ticks == [(1, 4), (2, 4), (3, 4), (4, 4)]
     assert rendered.shape == frames.shape and rendered.dtype == np.float32
     np.testing.assert_array_equal(rendered[:, scene["background"]], frames[:, scene["background"]])
     assert not np.array_equal(rendered, frames)
     np.testing.assert_array_equal(enhance_frames(frames, EnhanceConfig()), frames)
+    eyes_only = get_preset("gaze_correct")
+    with pytest.raises(ValueError, match="eye_pixels"):
+        enhance_frames(frames, eyes_only)
+    projected = enhance_frames(frames, eyes_only, driver={k: v[:2] for k, v in out.items()}, flame=flame)
+    changed = np.argwhere(np.any(projected[0] != frames[0], axis=-1))
+    assert len(changed) > 100 and np.all(np.abs(changed.mean(axis=0) - 96) < 40)  # around the projected eyes

@@ -107,9 +107,10 @@ def enhance_frames(frames: np.ndarray, config: EnhanceConfig, face_mask: np.ndar
     ``eye_pixels`` [T,2,2] if given, else projects the FLAME eye centres of ``driver`` (the driver that was
     rendered) with its cameras.
     """
-    out = np.array(frames, dtype=np.float32, copy=True) if config.detail is None else np.asarray(frames)
+    stage_count = (config.detail is not None) + (config.eyes is not None)
+    out = np.array(frames, dtype=np.float32, copy=True) if stage_count == 0 else np.asarray(frames)
     if config.detail is not None:
-        out = enhance_details(out, face_mask, config.detail, progress)
+        out = enhance_details(out, face_mask, config.detail, _stage_progress(progress, 0, stage_count))
     if config.eyes is not None:
         if eye_pixels is None:
             if driver is None:
@@ -117,5 +118,13 @@ def enhance_frames(frames: np.ndarray, config: EnhanceConfig, face_mask: np.ndar
             centres = driver_eye_centres(driver, _require_flame(flame, "eye sharpening"), shapecode)
             transform = require_track(driver, "transform_matrix", (3, 4))
             eye_pixels = project_points(centres, transform, out.shape[1:3])
-        out = enhance_eyes(out, eye_pixels, config.eyes, face_mask, progress)
+        out = enhance_eyes(out, eye_pixels, config.eyes, face_mask, _stage_progress(progress, stage_count - 1,
+                                                                                    stage_count))
     return out
+
+
+def _stage_progress(progress: Callable[[int, int], None] | None, stage: int, stage_count: int):
+    """Report a per-frame stage as one continuous progress over all stages."""
+    if progress is None:
+        return None
+    return lambda done, total: progress(stage * total + done, stage_count * total)
