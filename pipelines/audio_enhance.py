@@ -298,9 +298,9 @@ def speech_segments(wav_16k, threshold: float = 0.5, min_silence_ms: int = 100, 
 
     wav = _mono(wav_16k, "wav_16k")
     model = _silero_model(_onnxruntime_available() if use_onnx is None else use_onnx)
-    stamps = _silero_vad().get_speech_timestamps(torch.from_numpy(np.ascontiguousarray(wav)), model, threshold=threshold,
-                                   sampling_rate=16000, min_speech_duration_ms=min_speech_ms,
-                                   min_silence_duration_ms=min_silence_ms, speech_pad_ms=speech_pad_ms)
+    stamps = _silero_vad().get_speech_timestamps(
+        torch.from_numpy(np.ascontiguousarray(wav)), model, threshold=threshold, sampling_rate=16000,
+        min_speech_duration_ms=min_speech_ms, min_silence_duration_ms=min_silence_ms, speech_pad_ms=speech_pad_ms)
     return [(stamp["start"] / 16000, stamp["end"] / 16000) for stamp in stamps]
 
 

@@ -42,7 +42,8 @@ def audio_to_mono(waveform, sample_rate: int, target_rate: int = TARGET_SAMPLE_R
     audio = _as_numpy(waveform)
     if audio.ndim == 3:
         if audio.shape[0] != 1:
-            raise ValueError(f"waveform: expected one clip (batch 1), got batch {audio.shape[0]}; split the batch first")
+            raise ValueError(f"waveform: expected one clip (batch 1), got batch {audio.shape[0]}; "
+                             "split the batch first")
         audio = audio[0]
     if audio.ndim == 2:
         audio = audio.mean(axis=0)
@@ -162,8 +163,8 @@ def write_wav(path: str | os.PathLike, waveform, sample_rate: int, overwrite: bo
     if samples.ndim == 3:
         samples = samples[0]
     samples = np.atleast_2d(samples).T  # soundfile wants [T, C]
-    return _write_atomically(path, overwrite,
-                             lambda temp: soundfile.write(temp, samples, int(sample_rate), subtype=subtype, format="WAV"))
+    write = lambda temp: soundfile.write(temp, samples, int(sample_rate), subtype=subtype, format="WAV")  # noqa: E731
+    return _write_atomically(path, overwrite, write)
 
 
 # ----------------------------------------------------------------------------------------------------------------
