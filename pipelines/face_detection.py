@@ -156,7 +156,7 @@ def downscaled(detector: Detector, max_side: int) -> Detector:
     interpolation); the boxes are mapped back to full-frame coordinates.  Frames already small enough pass as is.
 
     This pays off for S3FD, whose cost grows with the pixel count (640x360 -> 320 px: 3.7 -> 1.7 s CPU per frame),
-    and costs the faces smaller than about 10 px after shrinking.  BlazeFace resizes to 128/192 px internally, so it
+    but loses faces that shrink below its smallest anchor (16 px).  BlazeFace resizes to 128/192 px internally, so it
     gains nothing (measured slightly slower on a 1536 px frame: the extra resize).
     """
     import cv2
