@@ -63,7 +63,8 @@ def bench_smoothing(frames: int, repeat: int) -> None:
 
     truth, noisy = synthetic_driver_track(num_frames=frames, seed=0)
     methods = ("none", "ema", "kalman", "rts")
-    print(f"\n[1] temporal smoothing, synthetic driver, {frames} frames at 25 fps (expression 100-d, jaw, 2 eyes, camera)")
+    print(f"\n[1] temporal smoothing, synthetic driver, {frames} frames at 25 fps "
+          "(expression 100-d, jaw, 2 eyes, camera)")
     for method in methods[1:]:
         _, wall, cpu = timed(lambda: smooth_driver(noisy, SmoothingConfig(method=method)), repeat)
         per_frame(f"{method} (all 4 fields)", wall, cpu, frames)
@@ -72,7 +73,8 @@ def bench_smoothing(frames: int, repeat: int) -> None:
     for field in report["none"]:
         for method in methods:
             numbers = report[method][field]
-            print(f"  {field:<22s} {method:<7s} {numbers['jitter']:10.2e} {numbers['rms']:10.4f} {numbers['lag']:13.2f}")
+            print(f"  {field:<22s} {method:<7s} {numbers['jitter']:10.2e} {numbers['rms']:10.4f} "
+                  f"{numbers['lag']:13.2f}")
 
 
 def bench_detail(repeat: int) -> None:

@@ -96,8 +96,10 @@ def constant_velocity_gains(num_frames: int, process_noise: float, measurement_n
         gain = predicted[t][:, 0] / (predicted[t][0, 0] + r)
         kalman[t] = gain
         filtered[t] = predicted[t] - np.outer(gain, predicted[t][0])
-    smoother = np.stack([filtered[t] @ _TRANSITION.T @ np.linalg.inv(predicted[t + 1]) for t in range(num_frames - 1)])
-    return _Gains(kalman=kalman, smoother=smoother.reshape(-1, 2, 2))
+    smoother = np.zeros((max(num_frames - 1, 0), 2, 2))
+    for t in range(num_frames - 1):
+        smoother[t] = filtered[t] @ _TRANSITION.T @ np.linalg.inv(predicted[t + 1])
+    return _Gains(kalman=kalman, smoother=smoother)
 
 
 def _kalman_forward(track: np.ndarray, gains: _Gains, space: _Space):
