@@ -149,10 +149,10 @@ class DinoDPTEncoder(nn.Module):
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """image [B,3,S,S] in 0..1 with S = config.image_size -> (global [B,C], local [B,F,L,L])."""
-        mean = image.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-        std = image.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
-        normalized = (image - mean) / std
-        tokens = self.backbone_tokens(normalized)
+        # normalise and resize in float32: antialiased resizing has no bfloat16 CPU kernel
+        image = image.float()
+        normalized = (image - image.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / image.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        tokens = self.backbone_tokens(normalized.to(self.output_conv.weight.dtype))
         # the "global" feature is the first PATCH token of the normed last block, not CLS (trap 1)
         global_feature = tokens[-1][:, 0]
         batch, grid = image.shape[0], self.config.grid
@@ -161,7 +161,7 @@ class DinoDPTEncoder(nn.Module):
             fmap = token.transpose(1, 2).reshape(batch, -1, grid, grid)
             fmap = self.resize_layers[i](self.projects[i](fmap))
             rgb = F.interpolate(normalized, size=fmap.shape[-2:], mode="bilinear", align_corners=False, antialias=True)
-            levels.append(self.layer_rn[i](torch.cat([rgb, fmap], dim=1)))
+            levels.append(self.layer_rn[i](torch.cat([rgb.to(fmap.dtype), fmap], dim=1)))
         path = self.refinenet[0](levels[3], size=levels[2].shape[-2:])
         path = self.refinenet[1](path, levels[2], size=levels[1].shape[-2:])
         path = self.refinenet[2](path, levels[1], size=levels[0].shape[-2:])

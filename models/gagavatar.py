@@ -121,24 +121,21 @@ class GAGAvatar(nn.Module):
             raise ValueError(f"image must be [B,3,S,S] RGB in 0..1, got {tuple(image.shape)}")
         if tuple(transform.shape) != (image.shape[0], 3, 4):
             raise ValueError(f"source_transform must be [{image.shape[0]},3,4] PyTorch3D [R|T], got {tuple(transform.shape)}")
-        weight = self.head_base
-        image = image.to(weight.device, weight.dtype)
+        image = image.to(self.head_base.device, torch.float32)  # the encoder normalises in float32
         if image.shape[-1] != self.image_size:
             image = F.interpolate(image, size=(self.image_size,) * 2, mode="bilinear", align_corners=False, antialias=True)
         return image, transform
 
     def _plane_points(self, transform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        from ..pipelines.gagavatar import plane_points  # lazy: the pipeline module imports this one
+        from ..pipelines.gagavatar import plane_points  # lazy: the pipeline package imports this module
 
-        points, dirs = zip(*(plane_points(self.plane_size, t, focal=FOCAL_LENGTH) for t in transform))
-        device = self.head_base.device
-        as_tensor = lambda values: torch.stack([torch.as_tensor(v, dtype=torch.float32) for v in values]).to(device)
-        return as_tensor(points), as_tensor(dirs)
+        # float32 whatever the network dtype: positions need the precision (the pipeline accepts batched cameras)
+        return plane_points(self.plane_size, transform.to(self.head_base.device, torch.float32), focal=FOCAL_LENGTH)
 
     def _direction_encoding(self, plane_dirs: torch.Tensor) -> torch.Tensor:
         from ..pipelines.gagavatar import harmonic_embedding
 
-        return torch.as_tensor(harmonic_embedding(plane_dirs), dtype=torch.float32).to(plane_dirs.device)
+        return harmonic_embedding(plane_dirs)
 
     def _source_gaussians(self, global_feature, local_feature, plane_points, plane_dirs, dir_encoding):
         batch = global_feature.shape[0]
@@ -150,8 +147,8 @@ class GAGAvatar(nn.Module):
             # l0 is pushed along the source view axis, l1 against it (trap 9); positions kept in float32
             lifted["xyz"] = plane_points + sign * lifted.pop("offset").float() * plane_dirs[:, None]
             parts.append(lifted)
-        gaussians = {name: torch.cat([p[name].float() for p in parts if name in p], dim=1) for name in ATTRIBUTES}
-        return gaussians
+        # float32 outputs whatever the network dtype (the rasteriser needs them); global xyz comes per frame
+        return {name: torch.cat([p[name].float() for p in parts if name in p], dim=1) for name in ATTRIBUTES}
 
 
 def _unwrap_state_dict(source) -> dict[str, torch.Tensor]:

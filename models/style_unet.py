@@ -21,7 +21,7 @@ BASE_RESOLUTION = 4
 
 @dataclass(frozen=True)
 class StyleUNetConfig:
-    """Released: in_dim 32, unet (16,32,64,128,256,256,256,256), stylegan (512,512,512,512,512,256,128,64,32), ..."""
+    """Released: in_dim 32, 1x1 first conv, unet (16,32,64,128,256,256,256,256), stylegan (512,512,512,512,256,128,64,32), 512, 8, 3."""
 
     in_dim: int
     first_kernel: int
