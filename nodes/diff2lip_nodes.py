@@ -1,14 +1,23 @@
 """Diff2Lip nodes: adapters from ComfyUI sockets to ``pipelines.diff2lip`` (no lip-sync logic lives here)."""
 from __future__ import annotations
 
+import json
+
+import torch
 from comfy_api.latest import io
 
-from .common import PRECISIONS, LoadedModel, ModelCache, resolve_dtype, torch_device
+from .common import (PRECISIONS, LoadedModel, ModelCache, image_to_numpy, log, numpy_to_image, progress_callback,
+                     resolve_dtype, torch_device)
 from .paths import model_file_problem, model_files, resolve_model_file
 
 DIFF2LIP_MODEL = io.Custom("DIFF2LIP_MODEL")
+FACE_DETECTOR = io.Custom("DIFF2LIP_FACE_DETECTOR")
 CATEGORY = "TalkingHead/Diff2Lip"
+ENHANCE = "TalkingHead/Diff2Lip/enhance"
 _models = ModelCache()
+_detectors = ModelCache()
+BUILTIN_DETECTORS = {"BlazeFace short-range (built-in)": "blazeface_short",
+                     "BlazeFace full-range (built-in)": "blazeface_full"}
 
 
 class Diff2LipModelLoader(io.ComfyNode):
@@ -73,4 +82,354 @@ class Diff2LipModelInfo(io.ComfyNode):
         return io.NodeOutput(text, ui={"text": [text]})
 
 
-NODES = [Diff2LipModelLoader, Diff2LipModelInfo]
+class Diff2LipFaceDetectorLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="Diff2LipFaceDetectorLoader",
+            display_name="Diff2Lip Face Detector",
+            category=CATEGORY,
+            description="Face detector for the lip-sync crop. BlazeFace ships inside mediapipe 0.10.21 (no download); "
+                        "S3FD (s3fd-619a316812.pth in models/face_detection) is what the official Diff2Lip uses.",
+            inputs=[
+                io.Combo.Input("detector", options=[*BUILTIN_DETECTORS, *model_files("face_detection")],
+                               default="BlazeFace short-range (built-in)",
+                               tooltip="Built-in BlazeFace, or an S3FD file from models/face_detection."),
+                io.Float.Input("min_confidence", default=0.5, min=0.05, max=0.99, step=0.01,
+                               tooltip="Detections below this score are ignored."),
+                io.Int.Input("max_side", default=0, min=0, max=4096,
+                             tooltip="Detect on a copy downscaled to this longest side (boxes mapped back); 0 = full "
+                                     "resolution. 640 is much faster on 1080p with nearly the same boxes."),
+            ],
+            outputs=[FACE_DETECTOR.Output(display_name="detector")],
+        )
+
+    @classmethod
+    def execute(cls, detector, min_confidence, max_side):
+        from ..pipelines.face_detection import make_detector
+
+        if detector in BUILTIN_DETECTORS:
+            built = make_detector(BUILTIN_DETECTORS[detector], min_confidence=min_confidence, max_side=max_side or None)
+        else:
+            path = resolve_model_file("face_detection", detector, "Diff2Lip Face Detector")
+            device = torch_device()
+            built = _detectors.get(path, device, torch.float32,
+                                   lambda: make_detector("s3fd", weights_path=path, device=str(device),
+                                                         min_confidence=min_confidence, max_side=max_side or None),
+                                   extra=(min_confidence, max_side))
+        return io.NodeOutput(built)
+
+
+class Diff2LipLipSync(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        from ..pipelines.diff2lip.presets import QUALITY_PRESETS
+
+        return io.Schema(
+            node_id="Diff2LipLipSync",
+            display_name="Diff2Lip Lip Sync",
+            category=CATEGORY,
+            description="Re-synthesises the mouth of every frame to the audio (DDIM on the Diff2Lip UNet). Frames "
+                        "without a face pass through unchanged and are counted in the report. Outputs the audio "
+                        "trimmed/padded to the video and the generated region as a MASK.",
+            inputs=[
+                io.Image.Input("frames", tooltip="Video frames (IMAGE batch)."),
+                io.Audio.Input("audio", tooltip="Speech to sync to: any sample rate and channel count."),
+                io.Float.Input("fps", default=25.0, min=1.0, max=240.0, step=0.001,
+                               tooltip="Frame rate of the frames; audio windows are placed by time (no re-timing)."),
+                DIFF2LIP_MODEL.Input("model"),
+                FACE_DETECTOR.Input("detector"),
+                io.Combo.Input("quality", options=[*QUALITY_PRESETS, "custom"], default="high",
+                               tooltip="DDIM steps: fast 10, balanced 25 (the release), high 50, ultra 100."),
+                io.Int.Input("custom_steps", default=25, min=1, max=1000, tooltip="Steps when quality = custom."),
+                io.Int.Input("seed", default=7, min=0, max=2**31 - 1, control_after_generate=True,
+                             tooltip="One noise draw shared by all frames, as the reference (7 = reference seed)."),
+                io.Int.Input("batch_size", default=8, min=1, max=256, tooltip="Face crops per UNet call."),
+                io.Combo.Input("face", options=["largest", "most confident", "by index (left to right)"],
+                               default="largest", tooltip="Which face to sync when there are several."),
+                io.Int.Input("face_index", default=0, min=0, max=32, tooltip="Used with 'by index': 0 = leftmost."),
+                io.Int.Input("pad_top", default=0, min=0, max=512, tooltip="Pixels added above the face box."),
+                io.Int.Input("pad_bottom", default=10, min=0, max=512,
+                             tooltip="Pixels added below the face box (the reference uses 10 to include the chin)."),
+                io.Int.Input("pad_left", default=0, min=0, max=512),
+                io.Int.Input("pad_right", default=0, min=0, max=512),
+                io.Boolean.Input("close_mouth_in_silence", default=False,
+                                 tooltip="Where a voice-activity detector (silero-vad) hears no speech, keep the "
+                                         "original mouth instead of generating one from noise."),
+                io.UpscaleModel.Input("upscale_model", optional=True,
+                                      tooltip="Super-resolution for the 128 px generated crop before it is resized "
+                                              "into a larger face box (e.g. RealESRGAN_x2plus via Load Upscale Model)."),
+            ],
+            outputs=[io.Image.Output(display_name="frames"), io.Audio.Output(display_name="audio"),
+                     io.Mask.Output(display_name="generated_mask"), io.String.Output(display_name="report")],
+        )
+
+    @classmethod
+    def execute(cls, frames, audio, fps, model, detector, quality, custom_steps, seed, batch_size, face, face_index,
+                pad_top, pad_bottom, pad_left, pad_right, close_mouth_in_silence, upscale_model=None):
+        from ..pipelines.audio_enhance import speech_activity
+        from ..pipelines.diff2lip import lipsync
+        from ..pipelines.diff2lip.presets import steps_for
+        from ..pipelines.diff2lip_enhance.superres import CropUpscaler
+        from ..pipelines.media import audio_to_mono, fit_audio_to_frames, make_audio
+
+        steps = steps_for(quality, custom_steps)
+        pick = {"largest": "largest", "most confident": "best"}.get(face, face_index)
+        array = image_to_numpy(frames)
+        n = len(array)
+        wav = audio_to_mono(audio["waveform"], audio["sample_rate"])
+        active = speech_activity(wav, fps, n) if close_mouth_in_silence else None
+        upscale = CropUpscaler(upscale_model, device=model.device) if upscale_model is not None else None
+        if upscale is not None:
+            upscale_model.to(model.device)
+        total_estimate = n + -(-n // batch_size) * steps
+        out, mask, report = lipsync(array, wav, fps, model.module, detector, steps=steps, seed=seed,
+                                    batch_size=batch_size, pads=(pad_top, pad_bottom, pad_left, pad_right), pick=pick,
+                                    progress=progress_callback(total_estimate), upscale=upscale, active_frames=active)
+        report["steps"] = steps
+        if active is not None:
+            report["silent_frames_kept"] = int((~active).sum())
+        if upscale is not None:
+            report["upscale_ms_per_frame"] = round(upscale.ms_per_crop(), 1)
+        report.pop("passed_through_frames", None) if len(report.get("passed_through_frames", [])) > 50 else None
+        text = json.dumps(report, default=float)
+        log.info("Diff2Lip Lip Sync: %s", text)
+        fitted = make_audio(fit_audio_to_frames(audio["waveform"], audio["sample_rate"], n, fps), audio["sample_rate"])
+        return io.NodeOutput(numpy_to_image(out), fitted, torch.from_numpy(mask), text, ui={"text": [text]})
+
+
+class Diff2LipAudioCleanup(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="Diff2LipAudioCleanup",
+            display_name="Diff2Lip Audio Clean-up",
+            category=ENHANCE,
+            description="Cleans speech before lip sync (the model itself always gets the release's 80-mel 16 kHz "
+                        "features): spectral-subtraction denoise, compression, loudness normalisation, and an "
+                        "offset to fix audio/video sync. Output is 16 kHz mono.",
+            inputs=[
+                io.Audio.Input("audio"),
+                io.Boolean.Input("denoise", default=True, tooltip="Spectral subtraction with a noise profile taken "
+                                                                  "from the quietest parts."),
+                io.Boolean.Input("compress", default=False, tooltip="Dynamic-range compression (even out loud/soft)."),
+                io.Float.Input("target_lufs", default=-23.0, min=-70.0, max=0.0, step=0.5,
+                               tooltip="Loudness normalisation target (ITU-R BS.1770); -70 disables it."),
+                io.Float.Input("offset_ms", default=0.0, min=-2000.0, max=2000.0, step=1.0,
+                               tooltip="Positive = audio later (mouth moves later). Length is kept."),
+            ],
+            outputs=[io.Audio.Output(display_name="audio")],
+        )
+
+    @classmethod
+    def execute(cls, audio, denoise, compress, target_lufs, offset_ms):
+        from ..pipelines.audio_enhance import enhance_speech
+        from ..pipelines.media import audio_to_mono, make_audio
+
+        wav = audio_to_mono(audio["waveform"], audio["sample_rate"])
+        loudness_ok = len(wav) >= 0.4 * 16000  # BS.1770 gating blocks are 400 ms long
+        if not loudness_ok and (compress or target_lufs > -70):
+            log.warning("Diff2Lip Audio Clean-up: %.2f s of audio is shorter than the 0.4 s loudness measurement "
+                        "window; loudness normalisation and compression are skipped", len(wav) / 16000)
+        cleaned = enhance_speech(wav, 16000, denoise=denoise, compress=compress and loudness_ok,
+                                 target_lufs=None if target_lufs <= -70 or not loudness_ok else target_lufs,
+                                 offset_ms=offset_ms)
+        return io.NodeOutput(make_audio(cleaned, 16000))
+
+
+def _frames_and_mask(frames, mask):
+    array = image_to_numpy(frames)
+    masks = mask.detach().cpu().float().numpy()
+    if masks.ndim == 2:
+        masks = masks[None]
+    if masks.shape != array.shape[:3]:
+        raise ValueError(f"mask shape {tuple(masks.shape)} does not match the frames {tuple(array.shape[:3])}: "
+                         "connect the generated_mask of the same Diff2Lip Lip Sync run")
+    return array, masks
+
+
+class Diff2LipLipMaskComposite(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="Diff2LipLipMaskComposite",
+            display_name="Diff2Lip Lip-Mask Composite",
+            category=ENHANCE,
+            description="Blends the generated mouth into the original frame through a soft lip-shaped mask from face "
+                        "landmarks instead of the hard face-box edge (removes the visible box/seam). The mask can "
+                        "follow the mouth opening. Frames where no landmarks are found keep the hard region.",
+            inputs=[
+                io.Image.Input("original", tooltip="The frames that went into Diff2Lip Lip Sync."),
+                io.Image.Input("generated", tooltip="The frames that came out of it."),
+                io.Mask.Input("generated_mask", tooltip="Its generated_mask output."),
+                io.Combo.Input("mode", options=["lip mask", "hard box"], default="lip mask",
+                               tooltip="'hard box' = the plain generated region (the reference's paste)."),
+                io.Float.Input("expansion", default=1.2, min=0.5, max=3.0, step=0.05,
+                               tooltip="Lip polygon scale around its centre."),
+                io.Float.Input("feather", default=0.2, min=0.0, max=1.0, step=0.01,
+                               tooltip="Soft edge width as a fraction of the mouth width."),
+                io.Float.Input("adaptive_gain", default=1.0, min=0.0, max=5.0, step=0.1,
+                               tooltip="How much the expansion grows with the mouth-opening ratio (0 = fixed)."),
+                io.Int.Input("smooth_window", default=5, min=1, max=31,
+                             tooltip="Frames over which the opening ratio is smoothed."),
+            ],
+            outputs=[io.Image.Output(display_name="frames"), io.Mask.Output(display_name="composite_mask")],
+        )
+
+    @classmethod
+    def execute(cls, original, generated, generated_mask, mode, expansion, feather, adaptive_gain, smooth_window):
+        from ..pipelines.diff2lip_enhance import composite, lip_composite_masks
+
+        orig = image_to_numpy(original)
+        gen, region = _frames_and_mask(generated, generated_mask)
+        if orig.shape != gen.shape:
+            raise ValueError(f"original {orig.shape} and generated {gen.shape} differ: connect the same clip")
+        if mode == "hard box":
+            masks = region
+        else:
+            masks, info = lip_composite_masks(orig, gen, region, expansion=expansion, feather=feather,
+                                              adaptive_gain=adaptive_gain, smooth_window=smooth_window,
+                                              progress=progress_callback(2 * len(orig)))
+            if info["num_fallback"]:
+                log.warning("Lip-Mask Composite: no landmarks in %d frames; used the hard region there",
+                            info["num_fallback"])
+        return io.NodeOutput(numpy_to_image(composite(orig, gen, region, masks)), torch.from_numpy(masks))
+
+
+class Diff2LipColorMatch(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="Diff2LipColorMatch",
+            display_name="Diff2Lip Colour Match",
+            category=ENHANCE,
+            description="Matches the generated region's colour to the surrounding original skin (Lab mean/std or "
+                        "histogram, measured in a band along the region's edge).",
+            inputs=[io.Image.Input("original"), io.Image.Input("generated"), io.Mask.Input("mask"),
+                    io.Combo.Input("method", options=["lab_meanstd", "histogram"], default="lab_meanstd"),
+                    io.Float.Input("band_px", default=8.0, min=1.0, max=64.0, step=1.0,
+                                   tooltip="Width of the comparison band along the mask edge.")],
+            outputs=[io.Image.Output(display_name="frames")],
+        )
+
+    @classmethod
+    def execute(cls, original, generated, mask, method, band_px):
+        from ..pipelines.diff2lip_enhance import match_color
+
+        gen, masks = _frames_and_mask(generated, mask)
+        out = match_color(image_to_numpy(original), gen, masks, method=method, band_px=band_px,
+                          progress=progress_callback(len(gen)))
+        return io.NodeOutput(numpy_to_image(out))
+
+
+class Diff2LipTemporalSmooth(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="Diff2LipTemporalSmooth",
+            display_name="Diff2Lip Temporal Smooth",
+            category=ENHANCE,
+            description="Reduces flicker of the generated mouth by blending each frame with the previous output "
+                        "warped by optical flow (no motion smear); occluded pixels are left alone.",
+            inputs=[io.Image.Input("frames"), io.Mask.Input("mask"),
+                    io.Float.Input("strength", default=0.5, min=0.0, max=1.0, step=0.05,
+                                   tooltip="Weight of the warped previous frame."),
+                    io.Combo.Input("method", options=["flow (DIS)", "flow (Farneback)", "plain EMA"],
+                                   default="flow (DIS)", tooltip="Plain EMA is kept for comparison: it ghosts motion.")],
+            outputs=[io.Image.Output(display_name="frames")],
+        )
+
+    @classmethod
+    def execute(cls, frames, mask, strength, method):
+        from ..pipelines.diff2lip_enhance import ema_temporal_smooth, flow_temporal_smooth
+
+        array, masks = _frames_and_mask(frames, mask)
+        if method == "plain EMA":
+            out = ema_temporal_smooth(array, masks, strength)
+        else:
+            out = flow_temporal_smooth(array, masks, strength, method="dis" if "DIS" in method else "farneback",
+                                       progress=progress_callback(len(array)))
+        return io.NodeOutput(numpy_to_image(out))
+
+
+class Diff2LipDenoiseRegion(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="Diff2LipDenoiseRegion",
+            display_name="Diff2Lip Artifact Reduction",
+            category=ENHANCE,
+            description="Edge-preserving denoise of the generated region only (bilateral, non-local means or guided "
+                        "filter); everything outside the mask is left bit-for-bit.",
+            inputs=[io.Image.Input("frames"), io.Mask.Input("mask"),
+                    io.Combo.Input("method", options=["bilateral", "nlm", "guided"], default="bilateral"),
+                    io.Float.Input("strength", default=0.5, min=0.0, max=1.0, step=0.05)],
+            outputs=[io.Image.Output(display_name="frames")],
+        )
+
+    @classmethod
+    def execute(cls, frames, mask, method, strength):
+        from ..pipelines.diff2lip_enhance import denoise_region
+
+        array, masks = _frames_and_mask(frames, mask)
+        out = denoise_region(array, masks, method=method, strength=strength, progress=progress_callback(len(array)))
+        return io.NodeOutput(numpy_to_image(out))
+
+
+class Diff2LipSharpen(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="Diff2LipSharpen",
+            display_name="Diff2Lip Sharpen Mouth",
+            category=ENHANCE,
+            description="Unsharp mask on the generated region, feathered; brightness is preserved (flat areas do not "
+                        "change), edges gain contrast. Outside the mask nothing changes.",
+            inputs=[io.Image.Input("frames"), io.Mask.Input("mask"),
+                    io.Float.Input("strength", default=0.3, min=0.0, max=1.0, step=0.05),
+                    io.Float.Input("sigma", default=1.0, min=0.3, max=5.0, step=0.1,
+                                   tooltip="Blur radius of the unsharp mask (size of the detail boosted).")],
+            outputs=[io.Image.Output(display_name="frames")],
+        )
+
+    @classmethod
+    def execute(cls, frames, mask, strength, sigma):
+        from ..pipelines.diff2lip_enhance import sharpen_region
+
+        array, masks = _frames_and_mask(frames, mask)
+        out = sharpen_region(array, masks, strength=strength, sigma=sigma, progress=progress_callback(len(array)))
+        return io.NodeOutput(numpy_to_image(out))
+
+
+class Diff2LipQualityMetrics(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="Diff2LipQualityMetrics",
+            display_name="Diff2Lip Quality Metrics",
+            category=ENHANCE,
+            description="PSNR/SSIM (full frame and outside the mask, where output must equal input), temporal "
+                        "flicker, seam energy, boundary colour difference and mouth-landmark distance.",
+            inputs=[io.Image.Input("original"), io.Image.Input("output"), io.Mask.Input("generated_mask"),
+                    io.Mask.Input("composite_mask", optional=True),
+                    io.Boolean.Input("landmarks", default=True,
+                                     tooltip="Measure mouth landmark distance with FaceMesh (reconstruction mode).")],
+            outputs=[io.String.Output(display_name="report")],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, original, output, generated_mask, landmarks, composite_mask=None):
+        from ..pipelines.diff2lip_enhance import quality_report
+
+        out, region = _frames_and_mask(output, generated_mask)
+        composite = None if composite_mask is None else _frames_and_mask(output, composite_mask)[1]
+        report = quality_report(image_to_numpy(original), out, region, composite_mask=composite, landmarks=landmarks)
+        text = json.dumps(report, default=float, indent=1)
+        log.info("Diff2Lip Quality Metrics: %s", text)
+        return io.NodeOutput(text, ui={"text": [text]})
+
+
+NODES = [Diff2LipModelLoader, Diff2LipModelInfo, Diff2LipFaceDetectorLoader, Diff2LipLipSync, Diff2LipAudioCleanup,
+         Diff2LipLipMaskComposite, Diff2LipColorMatch, Diff2LipTemporalSmooth, Diff2LipDenoiseRegion, Diff2LipSharpen,
+         Diff2LipQualityMetrics]

@@ -115,8 +115,16 @@ class ComfyClient:
                     break
         finally:
             ws.close()
-        history = self.get(f"/history/{pid}").get(pid, {})
-        return {"prompt_id": pid, "messages": messages, "history": history}
+        return {"prompt_id": pid, "messages": messages, "history": self.history(pid)}
+
+    def history(self, prompt_id: str, timeout: float = 30.0) -> dict:
+        """The /history entry of a finished prompt (the server stores it just after the final websocket message)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            entry = self.get(f"/history/{prompt_id}").get(prompt_id, {})
+            if entry.get("status", {}).get("completed") is not None or time.monotonic() > deadline:
+                return entry
+            time.sleep(0.2)
 
 
 class ComfyServer(ComfyClient):

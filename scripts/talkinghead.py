@@ -21,7 +21,8 @@ def import_pack(name: str = "talkinghead"):
 
 def main(argv: list[str]) -> int:
     import_pack()
-    commands = {"run": "talkinghead.scripts.runner", "weights": "talkinghead.weights.fetch"}
+    commands = {"run": "talkinghead.scripts.runner", "weights": "talkinghead.weights.fetch",
+                "build-workflows": "talkinghead.scripts.build_workflows"}
     if not argv or argv[0] not in commands:
         print("usage: talkinghead.py {run,weights} ...\n"
               "  run WORKFLOW [--set NODE.INPUT=VALUE] ...  run a bundled workflow through ComfyUI\n"

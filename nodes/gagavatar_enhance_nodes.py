@@ -1,0 +1,206 @@
+"""GAGAvatar enhancement nodes: adapters to ``pipelines.gagavatar_enhance`` (each improvement its own node, plus one
+switch that applies a preset — ``enhanced`` turns everything on, as the plan's ``--enhanced``)."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from comfy_api.latest import io
+
+from .common import image_to_numpy, numpy_to_image, progress_callback
+from .gagavatar_nodes import FLAME_MODEL, GAGAVATAR_DRIVER, GAGAVATAR_SOURCE
+
+CATEGORY = "TalkingHead/GAGAvatar/enhance"
+
+
+def _enhanced_driver(driver, config, flame=None, source=None):
+    from ..pipelines.gagavatar import as_driver
+    from ..pipelines.gagavatar_enhance import enhance_driver
+
+    result = enhance_driver(driver.as_dict(), config, flame=None if flame is None else flame.module,
+                            shapecode=None if source is None else source.shapecode)
+    return as_driver(result)
+
+
+def _mask_array(mask):
+    if mask is None:
+        return None
+    array = mask.detach().cpu().float().numpy()
+    return array if array.ndim == 3 else array[None]
+
+
+class GAGAvatarSmoothDriver(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="GAGAvatarSmoothDriver",
+            display_name="Smooth Driver (GAGAvatar)",
+            category=CATEGORY,
+            description="Temporal smoothing of the driver's FLAME expression, jaw, eye pose and camera (rotations on "
+                        "quaternions, never Euler). RTS = zero-lag forward-backward Kalman smoother (the whole "
+                        "driver is known in advance); Kalman and EMA are causal and lag.",
+            inputs=[GAGAVATAR_DRIVER.Input("driver"),
+                    io.Combo.Input("method", options=["rts", "kalman", "ema"], default="rts"),
+                    io.Float.Input("ema_alpha", default=0.5, min=0.01, max=1.0, step=0.01,
+                                   tooltip="EMA weight of the newest frame (EMA only)."),
+                    io.Float.Input("noise_ratio", default=0.1, min=1e-4, max=100.0, step=0.001,
+                                   tooltip="Kalman/RTS process/measurement noise ratio q/r: smaller = smoother.")],
+            outputs=[GAGAVATAR_DRIVER.Output(display_name="driver")],
+        )
+
+    @classmethod
+    def execute(cls, driver, method, ema_alpha, noise_ratio):
+        from ..pipelines.gagavatar_enhance import EnhanceConfig, SmoothingConfig
+
+        smoothing = SmoothingConfig(method=method, alpha=ema_alpha, process_noise=noise_ratio, measurement_noise=1.0)
+        return io.NodeOutput(_enhanced_driver(driver, EnhanceConfig(smoothing=smoothing)))
+
+
+class GAGAvatarRegionExpression(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        weights = [io.Float.Input(f"{region}_weight", default=value, min=0.0, max=2.0, step=0.05,
+                                  tooltip=f"Scale of the driver's expression displacement on the {region} region.")
+                   for region, value in _default_region_weights().items()]
+        return io.Schema(
+            node_id="GAGAvatarRegionExpression",
+            display_name="Region-Aware Expression (GAGAvatar)",
+            category=CATEGORY,
+            description="Scales the driver's expression per face region in FLAME vertex space (expression "
+                        "coefficients are global PCA components), projects back by least squares, and blends with "
+                        "the original coefficients.",
+            inputs=[GAGAVATAR_DRIVER.Input("driver"), FLAME_MODEL.Input("flame"), *weights,
+                    io.Float.Input("blend", default=0.8, min=0.0, max=1.0, step=0.05,
+                                   tooltip="Share of the region-scaled expression (0.8 new / 0.2 original).")],
+            outputs=[GAGAVATAR_DRIVER.Output(display_name="driver")],
+        )
+
+    @classmethod
+    def execute(cls, driver, flame, blend, **weights):
+        from ..pipelines.gagavatar_enhance import EnhanceConfig, ExpressionTransferConfig
+
+        region_weights = {name[:-len("_weight")]: value for name, value in weights.items()}
+        config = EnhanceConfig(expression=ExpressionTransferConfig(region_weights=region_weights, blend=blend))
+        return io.NodeOutput(_enhanced_driver(driver, config, flame))
+
+
+def _default_region_weights() -> dict:
+    from ..pipelines.gagavatar_enhance.expression import DEFAULT_REGION_WEIGHTS
+
+    return DEFAULT_REGION_WEIGHTS
+
+
+class GAGAvatarGazeCorrect(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="GAGAvatarGazeCorrect",
+            display_name="Gaze Correction (GAGAvatar)",
+            category=CATEGORY,
+            description="Turns the eyeballs (FLAME eye pose) toward the camera by a strength (eye contact).",
+            inputs=[GAGAVATAR_DRIVER.Input("driver"), FLAME_MODEL.Input("flame"),
+                    io.Float.Input("strength", default=0.7, min=0.0, max=1.0, step=0.05,
+                                   tooltip="0 = driver's gaze, 1 = straight into the camera."),
+                    GAGAVATAR_SOURCE.Input("source", optional=True,
+                                           tooltip="The identity rendered (eye positions follow its shape).")],
+            outputs=[GAGAVATAR_DRIVER.Output(display_name="driver")],
+        )
+
+    @classmethod
+    def execute(cls, driver, flame, strength, source=None):
+        from ..pipelines.gagavatar_enhance import EnhanceConfig, GazeConfig
+
+        return io.NodeOutput(_enhanced_driver(driver, EnhanceConfig(gaze=GazeConfig(strength=strength)), flame, source))
+
+
+class GAGAvatarDetailEnhance(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="GAGAvatarDetailEnhance",
+            display_name="Detail Enhance (GAGAvatar)",
+            category=CATEGORY,
+            description="4-level Laplacian-pyramid detail boost inside the face, attenuated at strong edges (no "
+                        "halos); flat areas and everything outside the mask are unchanged.",
+            inputs=[io.Image.Input("frames"),
+                    io.Float.Input("strength", default=0.3, min=0.0, max=2.0, step=0.05),
+                    io.Mask.Input("face_mask", optional=True, tooltip="Where to enhance; default the whole frame.")],
+            outputs=[io.Image.Output(display_name="frames")],
+        )
+
+    @classmethod
+    def execute(cls, frames, strength, face_mask=None):
+        from ..pipelines.gagavatar_enhance import DetailConfig, EnhanceConfig, enhance_frames
+
+        array = image_to_numpy(frames)
+        out = enhance_frames(array, EnhanceConfig(detail=DetailConfig(strength=strength)), _mask_array(face_mask),
+                             progress=progress_callback(len(array)))
+        return io.NodeOutput(numpy_to_image(out))
+
+
+class GAGAvatarEyeEnhance(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="GAGAvatarEyeEnhance",
+            display_name="Eye Enhance (GAGAvatar)",
+            category=CATEGORY,
+            description="Sharpens the eye regions of rendered frames inside soft masks around the FLAME eye centres "
+                        "projected with the driver camera.",
+            inputs=[io.Image.Input("frames"), GAGAVATAR_DRIVER.Input("driver", tooltip="The driver that was rendered."),
+                    FLAME_MODEL.Input("flame"),
+                    io.Float.Input("strength", default=0.5, min=0.0, max=2.0, step=0.05),
+                    GAGAVATAR_SOURCE.Input("source", optional=True)],
+            outputs=[io.Image.Output(display_name="frames")],
+        )
+
+    @classmethod
+    def execute(cls, frames, driver, flame, strength, source=None):
+        from ..pipelines.gagavatar_enhance import EnhanceConfig, EyeEnhanceConfig, enhance_frames
+
+        array = image_to_numpy(frames)
+        if len(array) != len(driver):
+            raise ValueError(f"Eye Enhance: {len(array)} frames but the driver has {len(driver)}; connect the driver "
+                             "that rendered these frames")
+        eyes = EyeEnhanceConfig()
+        config = EnhanceConfig(eyes=replace(eyes, detail=replace(eyes.detail, strength=strength)))
+        out = enhance_frames(array, config, driver=driver.as_dict(), flame=flame.module,
+                             shapecode=None if source is None else source.shapecode,
+                             progress=progress_callback(len(array)))
+        return io.NodeOutput(numpy_to_image(out))
+
+
+class GAGAvatarEnhancedAnimate(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        from ..pipelines.gagavatar_enhance import PRESETS
+
+        return io.Schema(
+            node_id="GAGAvatarEnhancedAnimate",
+            display_name="Animate Avatar, Enhanced (GAGAvatar)",
+            category=CATEGORY,
+            description="The whole enhanced pipeline in one node: preset 'enhanced' = smoothing + region-aware "
+                        "expression + gaze correction before rendering, detail + eye enhancement after.",
+            inputs=[io.Custom("GAGAVATAR_MODEL").Input("model"), FLAME_MODEL.Input("flame"),
+                    GAGAVATAR_SOURCE.Input("source"), GAGAVATAR_DRIVER.Input("driver"),
+                    io.Combo.Input("preset", options=list(PRESETS), default="enhanced"),
+                    io.Int.Input("batch_size", default=1, min=1, max=64)],
+            outputs=[io.Image.Output(display_name="frames"), io.Float.Output(display_name="fps")],
+        )
+
+    @classmethod
+    def execute(cls, model, flame, source, driver, preset, batch_size):
+        from ..pipelines.gagavatar import animate, encode_source_cached
+        from ..pipelines.gagavatar_enhance import enhance_frames, get_preset
+
+        config = get_preset(preset)
+        enhanced = _enhanced_driver(driver, config, flame, source)
+        avatar = encode_source_cached(model.module, source.image, source.transform)
+        frames = animate(model.module, flame.module, avatar, source.shapecode, enhanced, batch_size=batch_size,
+                         progress=progress_callback(len(enhanced)))
+        frames = enhance_frames(frames, config, driver=enhanced.as_dict(), flame=flame.module,
+                                shapecode=source.shapecode)
+        return io.NodeOutput(numpy_to_image(frames), float(driver.fps))
+
+
+NODES = [GAGAvatarSmoothDriver, GAGAvatarRegionExpression, GAGAvatarGazeCorrect, GAGAvatarDetailEnhance,
+         GAGAvatarEyeEnhance, GAGAvatarEnhancedAnimate]

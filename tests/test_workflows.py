@@ -1,0 +1,137 @@
+"""The bundled workflows, run through a real ComfyUI 0.3.75 server on tiny official-format models and real media."""
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from talkinghead.pipelines.media import make_audio, read_video, write_video, write_wav
+from talkinghead.scripts.build_workflows import GRAPHS, SAMPLE_SPEECH, SAMPLE_VIDEO, WORKFLOWS, _input_specs
+from talkinghead.scripts.runner import apply_overrides, load_api_workflow
+
+import gagavatar_synth as synth
+import media
+
+pytestmark = pytest.mark.server
+
+TINY_DIFF2LIP = {"Diff2Lip Model.ckpt_name": "tiny_unet.pt", "Diff2Lip Model.num_head_channels": 32}
+
+
+@pytest.fixture(scope="module")
+def server(comfy_server, fixtures_dir):
+    """The shared server plus the models and media these workflows need (tiny stand-ins in official formats)."""
+    from spandrel.architectures.ESRGAN import ESRGAN
+
+    models = comfy_server.models
+    torch.manual_seed(0)
+    net = ESRGAN(in_nc=3, out_nc=3, num_filters=8, num_blocks=1, scale=2)
+    (models / "upscale_models").mkdir(exist_ok=True)
+    torch.save({"params_ema": net.state_dict()}, models / "upscale_models" / "RealESRGAN_x2plus.pth")
+    state = synth.tiny_gagavatar_state_dict(num_vertices=64)
+    torch.save({"model": state, "meta_cfg": {}}, models / "gagavatar" / "GAGAvatar.pt")
+    synth.write_synthetic_flame(models / "flame" / "FLAME_with_eye.pt", num_vertices=64)
+    synth.write_synthetic_driver(comfy_server.input / "gagavatar_source", num_frames=1, image_set=True, seed=3)
+    synth.write_synthetic_driver(comfy_server.input / "gagavatar_driver", num_frames=5)
+    (comfy_server.input / "gagavatar_driver" / "meta.json").write_text(json.dumps({"fps": 30.0}))
+    return comfy_server
+
+
+def _events(result, kind):
+    return [m for m in result["messages"] if m["type"] == kind]
+
+
+def _saved_video(server, result, node="15"):
+    files = result["history"]["outputs"][node]["images"]
+    return read_video(server.output / files[0]["subfolder"] / files[0]["filename"])
+
+
+def test_ui_workflows_match_the_api_graphs_and_the_registered_nodes(server):
+    info = server.get("/object_info")
+    for name, make in GRAPHS.items():
+        api = load_api_workflow(WORKFLOWS / f"{name}_api.json")
+        assert api == make(), f"workflows/{name}_api.json is stale: run scripts/talkinghead.py build-workflows"
+        ui = json.loads((WORKFLOWS / f"{name}.json").read_text())
+        assert {str(n["id"]) for n in ui["nodes"]} == set(api)
+        for ui_node in ui["nodes"]:
+            schema = info[ui_node["type"]]
+            names = {n for n, _ in _input_specs(schema)}
+            api_inputs = api[str(ui_node["id"])]["inputs"]
+            assert set(api_inputs) <= names, (ui_node["type"], set(api_inputs) - names)
+            linked = {i["name"] for i in ui_node["inputs"] if i["link"] is not None}
+            assert linked == {k for k, v in api_inputs.items() if isinstance(v, list)}
+
+
+def test_plain_diff2lip_workflow_30fps_missing_faces_long_audio(server):
+    clip = media.clip_with_missing_faces(frames=9, missing=(2, 5), fps=30.0, size=(160, 160))
+    speech = media.speech_16k(seconds=2.0)  # longer than the 0.3 s clip
+    write_video(server.input / SAMPLE_VIDEO, clip.frames, 30.0, overwrite=True)
+    write_wav(server.input / SAMPLE_SPEECH, speech, 16000, overwrite=True)
+    prompt = apply_overrides(load_api_workflow(WORKFLOWS / "diff2lip_api.json"),
+                             [f"{k}={json.dumps(v)}" for k, v in TINY_DIFF2LIP.items()] + ["Lip Sync.quality=\"fast\""])
+    result = server.run(prompt, timeout=600)
+    assert result["messages"][-1]["type"] == "execution_success", result["messages"][-1]
+    progress = [m["data"] for m in _events(result, "progress") if m["data"]["node"] == "7"]
+    assert progress and progress[-1]["value"] == progress[-1]["max"]
+    frames, fps, audio = _saved_video(server, result)
+    assert len(frames) == 9 and abs(fps - 30.0) < 1e-3
+    duration = audio["waveform"].shape[-1] / audio["sample_rate"]
+    assert abs(duration - 9 / 30.0) < 0.05  # audio trimmed to the video
+    report = json.loads(result["history"]["outputs"]["7"]["text"][0])
+    assert report["passed_through"] >= 2 and report["frames"] == 9 and report["steps"] == 10
+    # the face-less frames come out as they went in (up to the video codec)
+    for index in (2,):
+        assert np.abs(frames[index].astype(int) - clip.frames[index].astype(int)).mean() < 3.0
+
+
+def test_enhanced_diff2lip_workflow_with_short_audio(server):
+    clip = media.talking_clip(frames=16, fps=25.0, size=(160, 160))
+    speech = media.speech_16k(seconds=0.5)  # shorter than the 0.64 s clip: padded with silence
+    write_video(server.input / SAMPLE_VIDEO, clip.frames, 25.0, overwrite=True)
+    write_wav(server.input / SAMPLE_SPEECH, speech, 16000, overwrite=True)
+    overrides = [f"{k}={json.dumps(v)}" for k, v in TINY_DIFF2LIP.items()]
+    prompt = apply_overrides(load_api_workflow(WORKFLOWS / "diff2lip_enhanced_api.json"),
+                             overrides + ["Lip Sync.quality=\"fast\""])
+    result = server.run(prompt, timeout=900)
+    assert result["messages"][-1]["type"] == "execution_success", result["messages"][-1]
+    frames, fps, audio = _saved_video(server, result)
+    assert len(frames) == 16 and abs(fps - 25.0) < 1e-3
+    assert abs(audio["waveform"].shape[-1] / audio["sample_rate"] - 16 / 25.0) < 0.05
+    metrics = json.loads(result["history"]["outputs"]["16"]["text"][0])
+    assert metrics["max_abs_outside"] < 1e-6  # outside the generated region the output equals the input
+    lipsync = json.loads(result["history"]["outputs"]["7"]["text"][0])
+    assert "silent_frames_kept" in lipsync and "upscale_ms_per_frame" in lipsync
+
+
+@pytest.mark.parametrize("name", ["gagavatar", "gagavatar_enhanced"])
+def test_gagavatar_workflows_render_the_driver_at_its_frame_rate(server, name):
+    prompt = load_api_workflow(WORKFLOWS / f"{name}_api.json")
+    result = server.run(prompt, timeout=900)
+    assert result["messages"][-1]["type"] == "execution_success", result["messages"][-1]
+    frames, fps, _ = _saved_video(server, result, node="9")
+    assert len(frames) == 5 and abs(fps - 30.0) < 1e-3
+    assert frames.std() > 1.0  # something was rendered
+    assert any(m["data"]["node"] == "6" for m in _events(result, "progress"))
+
+
+def test_interrupt_stops_a_long_lipsync_mid_run(server):
+    clip = media.talking_clip(frames=6, fps=25.0, size=(160, 160))
+    write_video(server.input / SAMPLE_VIDEO, clip.frames, 25.0, overwrite=True)
+    write_wav(server.input / SAMPLE_SPEECH, media.speech_16k(seconds=1.0), 16000, overwrite=True)
+    prompt = apply_overrides(load_api_workflow(WORKFLOWS / "diff2lip_api.json"),
+                             [f"{k}={json.dumps(v)}" for k, v in TINY_DIFF2LIP.items()]
+                             + ["Lip Sync.quality=\"custom\"", "Lip Sync.custom_steps=1000", "Lip Sync.batch_size=1"])
+    sent = threading.Event()
+
+    def interrupt_on_progress(client, msg):
+        if msg["type"] == "progress" and msg["data"]["value"] > 8 and not sent.is_set():
+            sent.set()
+            client.post("/interrupt", {})
+
+    result = server.run(prompt, timeout=600, on_message=interrupt_on_progress)
+    assert sent.is_set()
+    assert result["messages"][-1]["type"] == "execution_interrupted"
+    last = max(m["data"]["value"] for m in _events(result, "progress") if m["data"]["node"] == "7")
+    assert last < 6 * 1000  # stopped long before the 6000 diffusion steps
