@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Diff2LipConfig", "Diff2LipUNet", "infer_config", "load_diff2lip", "timestep_embedding"]
+__all__ = ["RELEASE_CONFIG", "Diff2LipConfig", "Diff2LipUNet", "infer_config", "load_diff2lip", "timestep_embedding"]
 
 # Diff2Lip's factory only builds these layouts (tfg_create_model); the image size cannot be read from the weights.
 _FACTORY_IMAGE_SIZES = {(1, 2, 3, 4): 64, (1, 1, 2, 3, 4): 128, (1, 1, 2, 3, 4, 4): 256, (0.5, 1, 1, 2, 2, 4, 4): 512}
@@ -185,6 +185,11 @@ class Diff2LipConfig:
     def attention_resolutions(self) -> tuple[int, ...]:
         """Feature-map sizes with attention (the reference's ``attention_resolutions`` flag)."""
         return tuple(self.image_size // 2 ** level for level in self.attention_levels)
+
+
+RELEASE_CONFIG = Diff2LipConfig(model_channels=128, level_channels=(128, 128, 256, 384, 512), num_res_blocks=2,
+                                attention_levels=(2, 3, 4), num_head_channels=64, time_embed_dim=512)
+"""The released checkpoint's layout (§2: num_channels 128, channel_mult (1,1,2,3,4), attention at 32,16,8)."""
 
 
 class Diff2LipUNet(nn.Module):

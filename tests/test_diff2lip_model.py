@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from talkinghead.models.diff2lip import load_diff2lip
+from talkinghead.models.diff2lip import RELEASE_CONFIG, load_diff2lip
 
 FORWARD_ATOL = 1e-4  # fixture README: suggested tolerance for an fp32 re-implementation
 
@@ -119,6 +119,7 @@ def test_release_manifest_loads_strictly_with_inferred_architecture(diff2lip_fix
     state = {key: torch.empty(shape) for key, shape, _ in manifest["keys"]}
     model = load_diff2lip(state)
     config = model.config
+    assert config == RELEASE_CONFIG
     assert config.model_channels == 128 and config.time_embed_dim == 512
     assert config.level_channels == (128, 128, 256, 384, 512) and config.channel_mult == (1, 1, 2, 3, 4)
     assert config.num_res_blocks == 2 and config.attention_resolutions == (32, 16, 8)

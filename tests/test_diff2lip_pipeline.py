@@ -66,8 +66,9 @@ def test_schedules_match_reference(diff2lip_fixtures):
 
 
 def test_impossible_step_count_is_rejected():
-    with pytest.raises(ValueError, match="steps=999"):
-        ddim_timesteps(999)
+    with pytest.raises(ValueError, match="steps=45 .* nearest possible step counts: 44 and 46"):
+        ddim_timesteps(45)
+    assert ddim_timesteps(1) == [0]
 
 
 def test_seeded_noise_is_the_reference_draw(ddim_case):

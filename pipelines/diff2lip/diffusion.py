@@ -21,12 +21,18 @@ def linear_betas(num_timesteps: int = NUM_TRAIN_TIMESTEPS) -> np.ndarray:
 
 
 def ddim_timesteps(steps: int, num_timesteps: int = NUM_TRAIN_TIMESTEPS) -> list[int]:
-    """Timesteps kept by ``ddim<steps>``: ``range(0, T, s)`` for the smallest stride s giving exactly ``steps``."""
-    for stride in range(1, num_timesteps):
+    """Timesteps kept by ``ddim<steps>``: ``range(0, T, s)`` for the smallest stride s giving exactly ``steps``.
+
+    Same rule as the reference, which additionally rejects steps = 1 (its stride search stops below T).
+    """
+    for stride in range(1, num_timesteps + 1):
         if len(range(0, num_timesteps, stride)) == steps:
             return list(range(0, num_timesteps, stride))
-    raise ValueError(f"steps={steps} cannot be made with an integer stride over {num_timesteps} timesteps "
-                     f"(the reference's ddimN rule); use e.g. 5, 10, 20, 25 or 50")
+    possible = sorted({len(range(0, num_timesteps, stride)) for stride in range(1, num_timesteps + 1)})
+    below = max((p for p in possible if p < steps), default=None)
+    above = min((p for p in possible if p > steps), default=None)
+    raise ValueError(f"steps={steps} cannot be made with an integer stride over {num_timesteps} timesteps (the "
+                     f"reference's ddimN rule); nearest possible step counts: {below} and {above}")
 
 
 @dataclass(frozen=True)
