@@ -10,6 +10,7 @@ frame :meth:`GAGAvatar.gaussians` only swaps in the FLAME vertices, and :meth:`G
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -95,6 +96,7 @@ class GAGAvatar(nn.Module):
         """All Gaussians of one frame: dict of xyz/colors/opacities/scales/rotations, each [B, V+2*P*P, *] float32.
 
         t_points: [B,V,3] FLAME vertices (source shape, driver expression/jaw/eyes, x5) replacing the global xyz.
+        Only xyz is new per call; the other tensors are the avatar's cache (do not modify them in place).
         """
         batch, vertices = avatar.global_feature.shape[0], self.num_vertices
         if t_points.ndim != 3 or tuple(t_points.shape) != (batch, vertices, 3):
@@ -156,7 +158,8 @@ def _unwrap_state_dict(source) -> dict[str, torch.Tensor]:
         if not os.path.isfile(source):
             raise ValueError(f"GAGAvatar checkpoint not found: {source}; put GAGAvatar.pt in the models folder")
         try:
-            source = torch.load(source, map_location="cpu", weights_only=True, mmap=True)
+            # mmap (zip-format files only) keeps one copy of the ~750 MB of weights in memory, not two
+            source = torch.load(source, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(source))
         except Exception as error:  # noqa: BLE001 - any unreadable file gets the same actionable message
             raise ValueError(f"cannot read GAGAvatar checkpoint {source}: {error}") from error
     if isinstance(source, Mapping) and isinstance(source.get("model"), Mapping):
