@@ -52,7 +52,8 @@ class ResBlock(nn.Module):
     def __init__(self, channels: int, emb_dim: int, out_channels: int, resample: str | tuple[int, int] | None = None):
         super().__init__()
         self.resample = resample
-        self.in_layers = nn.Sequential(GroupNorm32(channels), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1))
+        self.in_layers = nn.Sequential(GroupNorm32(channels), nn.SiLU(),
+                                       nn.Conv2d(channels, out_channels, 3, padding=1))
         self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, out_channels))
         # Index 2 held Dropout(p=0) in the reference; the Identity keeps the checkpoint's key names (out_layers.3).
         self.out_layers = nn.Sequential(GroupNorm32(out_channels), nn.SiLU(), nn.Identity(),
@@ -284,7 +285,8 @@ class Diff2LipUNet(nn.Module):
         return self.audio_encoder_to_style(self.audio_features(mels))
 
     @staticmethod
-    def network_input(x: torch.Tensor, cond_img: torch.Tensor, mask: torch.Tensor, ref_img: torch.Tensor) -> torch.Tensor:
+    def network_input(x: torch.Tensor, cond_img: torch.Tensor, mask: torch.Tensor,
+                      ref_img: torch.Tensor) -> torch.Tensor:
         """The 9-channel input: x with the known (mask = 0) part re-imposed from cond_img, cond_img, reference."""
         x = x * mask + (1 - mask) * cond_img
         return torch.cat([x, cond_img, ref_img], dim=1)

@@ -320,5 +320,10 @@ def test_lipsync_keeps_inactive_frames(tiny):
     assert report["faces_found"] == 3 and report["generated"] == 2 and report["passed_through_frames"] == [2]
     assert np.array_equal(out[1], frames[1]) and mask[1].sum() == 0
     assert mask[0].sum() > 0 and mask[3].sum() > 0
+    ticks = []
+    silent = np.zeros(4, bool)
+    out, mask, report = lipsync(frames, wav, 25.0, tiny, fake_detect, steps=2, active_frames=silent,
+                                progress=lambda done, total: ticks.append((done, total)))
+    assert np.array_equal(out, frames) and mask.sum() == 0 and report["generated"] == 0 and ticks[-1] == (4, 4)
     with pytest.raises(ValueError, match="active_frames"):
         lipsync(frames, wav, 25.0, tiny, fake_detect, steps=2, active_frames=active[:2])

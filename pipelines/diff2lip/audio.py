@@ -1,4 +1,4 @@
-"""Wav2Lip-style mel spectrogram and per-video-frame mel windows, as Diff2Lip computes them (docs/diff2lip.md §5.9, §6)."""
+"""Wav2Lip-style mel spectrogram and per-video-frame mel windows, as Diff2Lip computes them (§5.9, §6)."""
 from __future__ import annotations
 
 import librosa

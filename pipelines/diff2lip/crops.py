@@ -1,4 +1,4 @@
-"""Face boxes, square face crops and paste-back, as Diff2Lip's ``face_detect`` / ``generate.py`` do (§5.3-5.5, §5.13)."""
+"""Face boxes, square face crops and paste-back, as Diff2Lip's ``face_detect``/``generate.py`` (§5.3-5.5, 5.13)."""
 from __future__ import annotations
 
 from typing import Callable, Sequence

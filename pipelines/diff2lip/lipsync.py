@@ -128,6 +128,8 @@ def lipsync(frames: np.ndarray, wav_16k: np.ndarray, fps: float, model, detect: 
         for i, face, box in zip(batch, faces_out, batch_boxes):
             y1, y2, x1, x2 = paste_face(output[i], face, box, upscale=upscale, lower_half=not paste_whole_box)
             mask[i, y1:y2, x1:x2] = 1.0
+    if progress is not None and not batches:
+        progress(total, total)  # nothing to generate: close the detection-time estimate
     passed = [i for i in range(n) if i not in boxes]
     report = {"frames": n, "faces_found": len(boxes), "generated": len(to_generate), "passed_through": len(passed),
               "passed_through_frames": passed, "seconds": time.perf_counter() - started}
