@@ -98,21 +98,21 @@ def ddim_sample(model, target: torch.Tensor, reference: torch.Tensor, mels: torc
                 generator: torch.Generator | None = None) -> torch.Tensor:
     """DDIM sampling of the lower half of ``target`` faces; returns the final sample [N,3,H,W] before compositing.
 
-    target, reference: [N,3,H,W] in [-1,1]; mels: [N,80,16]; noise: [N or 1,3,H,W], used both as x_T and as the
-    masked half of the conditioning image (trap 9).  The audio conditioning is computed once, not at every step.
+    target, reference: [N,3,H,W] in [-1,1]; mels: [N,80,16] (tensors or arrays); noise: [N or 1,3,H,W], used both
+    as x_T and as the masked half of the conditioning image (trap 9).  The audio conditioning is computed once, not at every step.
     ``progress(done, steps)`` runs after each step; ``step_hook`` receives a dict (index, timestep, model_out,
     pred_xstart, x) after each step.  ``generator`` drives the extra noise of eta > 0 (drawn on the CPU).
     """
     device = next(model.parameters()).device
-    target = target.to(device=device, dtype=torch.float32)
-    reference = reference.to(device=device, dtype=torch.float32)
+    target, reference, mels, noise = (torch.as_tensor(t).to(device=device, dtype=torch.float32)
+                                      for t in (target, reference, mels, noise))
     n, _, height, width = target.shape
     if noise.shape[0] not in (1, n) or tuple(noise.shape[1:]) != tuple(target.shape[1:]):
         raise ValueError(f"noise must be [1 or {n},3,{height},{width}], got {list(noise.shape)}")
-    noise = noise.to(device=device, dtype=torch.float32).expand(n, -1, -1, -1)
+    noise = noise.expand(n, -1, -1, -1)
     mask = lower_half_mask(n, height, width, device=device)
     cond_img = target * (1 - mask) + mask * noise
-    audio_style = model.encode_audio(mels.to(device=device, dtype=torch.float32))
+    audio_style = model.encode_audio(mels)
 
     schedule = ddim_schedule(steps)
     recip, recipm1 = schedule.sqrt_recip_alphas_cumprod, schedule.sqrt_recipm1_alphas_cumprod
