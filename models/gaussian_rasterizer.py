@@ -19,18 +19,24 @@ Two compositors share the projection and tile binning:
 
 * ``"torch"``: pure PyTorch, any device.  Each batch of tiles walks its depth-sorted Gaussian list in chunks; a chunk
   is composited for all 256 pixels of every tile at once (transmittance by cumulative product, early-stop bookkeeping
-  per pixel), and tiles whose pixels have all stopped leave the batch.
+  per pixel), and tiles whose pixels have all stopped leave the batch.  Tile–Gaussian pairs whose α stays below
+  1/255 on the whole tile are never generated (exact: they cannot change a pixel).
 * ``"gsplat"``: CUDA only, gsplat's ``rasterize_to_pixels`` fed with the conics, pixel means and tile lists computed
   here, so gsplat's own projection conventions (quaternion normalisation, eps2d, radius, near plane, tile rectangle)
   never apply.  What remains different is gsplat's α clamp (0.999 instead of 0.99; only Gaussians with opacity above
   0.99 are affected) and its inclusive stop rule (T <= 1e-4); expect up to ~1e-2 where such pixels saturate
-  (gagavatar.md §9.2), otherwise agreement to float rounding.
+  (gagavatar.md §9.2), otherwise agreement to float rounding.  Under ``backend="auto"`` a gsplat failure (for
+  example its CUDA extension failing to build) is reported once as a warning and the torch path is used from then on.
+
+Forward only: no gradients flow through either path.
 """
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 TILE = 16
@@ -39,6 +45,9 @@ LOW_PASS = 0.3
 ALPHA_MAX = 0.99
 ALPHA_MIN = 1.0 / 255.0
 T_MIN = 1e-4
+# Largest float32 below 1/255: threshold(x, it) keeps exactly the x >= float32(1/255) that the kernel keeps.
+_BELOW_ALPHA_MIN = float(np.nextafter(np.float32(ALPHA_MIN), np.float32(0)))
+_gsplat_failure: str | None = None  # set when gsplat failed under backend="auto"; auto then stays on torch
 
 
 @dataclass
@@ -62,6 +71,7 @@ class TileLists:
     grid: tuple[int, int]  # (tiles_y, tiles_x)
 
 
+@torch.no_grad()
 def rasterize(
     means,
     scales,
@@ -78,7 +88,7 @@ def rasterize(
     *,
     backend: str = "auto",
     return_depth: bool = False,
-    tiles_per_batch: int = 64,
+    tiles_per_batch: int = 256,
     chunk_size: int = 32,
 ):
     """Render Gaussians with the original-3DGS forward rules (see the module docstring).
@@ -105,7 +115,7 @@ def rasterize(
     means, scales, rotations, opacities, features, viewmatrix, projmatrix, background = inputs
     if tiles_per_batch < 1 or chunk_size < 1:
         raise ValueError(f"tiles_per_batch and chunk_size must be >= 1, got {tiles_per_batch} and {chunk_size}")
-    backend = _resolve_backend(backend, means.device)
+    resolved = _resolve_backend(backend, means.device)
 
     projected = project_gaussians(
         means, scales, rotations, viewmatrix, projmatrix, float(tanfovx), float(tanfovy), height, width
@@ -118,10 +128,18 @@ def rasterize(
     if return_depth:
         feats = torch.cat([feats, projected.depths.float()[:, None]], dim=1)
         bg = torch.cat([bg, bg.new_zeros(1)])
-    composite = _composite_gsplat if backend == "gsplat" else _composite_torch
-    image, transmittance = composite(
-        projected, opacity, feats, lists, height, width, bg, tiles_per_batch=tiles_per_batch, chunk_size=chunk_size
-    )
+    image, transmittance = None, None
+    if resolved == "gsplat":
+        try:
+            image, transmittance = _composite_gsplat(projected, opacity, feats, lists, height, width, bg)
+        except (ImportError, OSError, RuntimeError) as error:
+            if backend != "auto":
+                raise
+            _remember_gsplat_failure(error)
+    if image is None:
+        image, transmittance = _composite_torch(
+            projected, opacity, feats, lists, height, width, bg, tiles_per_batch=tiles_per_batch, chunk_size=chunk_size
+        )
 
     radii = torch.zeros(means.shape[0], dtype=torch.int32, device=means.device)
     radii[projected.index] = projected.radii.to(torch.int32)
@@ -172,10 +190,11 @@ def _resolve_backend(backend: str, device: torch.device) -> str:
         raise ValueError(f"backend must be 'auto', 'torch' or 'gsplat', got {backend!r}")
     if backend == "torch":
         return backend
-    usable = device.type == "cuda" and _gsplat_importable()
-    if backend == "gsplat" and not usable:
-        raise ValueError("backend='gsplat' needs CUDA input tensors and an importable gsplat; use backend='torch'")
-    return "gsplat" if usable else "torch"
+    if backend == "gsplat":
+        if device.type != "cuda" or not _gsplat_importable():
+            raise ValueError("backend='gsplat' needs CUDA input tensors and an importable gsplat; use backend='torch'")
+        return backend
+    return "gsplat" if device.type == "cuda" and _gsplat_failure is None and _gsplat_importable() else "torch"
 
 
 def _gsplat_importable() -> bool:
@@ -184,6 +203,12 @@ def _gsplat_importable() -> bool:
     except ImportError:
         return False
     return True
+
+
+def _remember_gsplat_failure(error: Exception) -> None:
+    global _gsplat_failure
+    _gsplat_failure = f"{type(error).__name__}: {error}"
+    warnings.warn(f"gsplat compositing failed ({_gsplat_failure}); using the PyTorch rasteriser from now on")
 
 
 def quaternion_scale_covariance(scales: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
@@ -276,102 +301,104 @@ def _tile_grid(height: int, width: int) -> tuple[int, int]:
 
 
 def bin_tiles(projected: ProjectedGaussians, opacity: torch.Tensor, height: int, width: int) -> TileLists:
-    """Rules 7–8: every Gaussian–tile pair of the tile rectangles, sorted by tile and then by view z.
+    """Rules 7–8: the Gaussian–tile pairs of the tile rectangles, sorted by tile and then by view z.
 
-    Pairs whose Gaussian stays below α = 1/255 on every pixel centre of the tile are dropped first; the test bounds
-    the Gaussian's maximum over the tile's pixel rectangle from above, so it never drops a pair that contributes.
+    Pairs whose Gaussian stays below α = 1/255 on every pixel centre of the tile cannot change any pixel and are not
+    generated: per Gaussian and tile row, the tiles kept are those overlapping the x-extent of the ellipse
+    {α >= 1/255} within the row's pixel band (a conservative bound, see ``_row_column_spans``).
     """
     grid_x, grid_y = _tile_grid(height, width)
     device = projected.means2d.device
     order = torch.sort(projected.depths, stable=True).indices
-    rects = projected.tile_rects[order].to(torch.int32)
-    span_x = rects[:, 2] - rects[:, 0]
-    counts = span_x * (rects[:, 3] - rects[:, 1])
-    total = int(counts.sum())
-    # Pairs are generated Gaussian by Gaussian in depth order; a stable sort by tile then keeps that order.
-    owner = torch.repeat_interleave(torch.arange(order.numel(), device=device, dtype=torch.int32), counts)
-    local = torch.arange(total, device=device, dtype=torch.int32) - (torch.cumsum(counts, 0) - counts)[owner]
-    span = span_x[owner]
-    row = torch.div(local, span, rounding_mode="floor")
-    tile_x = rects[owner, 0] + (local - row * span)
-    tile_y = rects[owner, 1] + row
+    rects = projected.tile_rects[order]
+    rows_per_gaussian = rects[:, 3] - rects[:, 1]
+    row_owner = torch.repeat_interleave(torch.arange(order.numel(), device=device), rows_per_gaussian)
+    first_row = torch.cumsum(rows_per_gaussian, 0) - rows_per_gaussian
+    tile_y = rects[row_owner, 1] + torch.arange(row_owner.numel(), device=device) - first_row[row_owner]
+    column_low, column_count = _row_column_spans(projected, opacity, order, row_owner, tile_y)
 
-    reaches = _pair_reaches_alpha_min(projected, opacity, order, owner, tile_x, tile_y, height, width)
-    owner, tile = owner[reaches], (tile_y * grid_x + tile_x)[reaches]
+    # Pairs are generated Gaussian by Gaussian in depth order; a stable sort by tile keeps that order per tile.
+    column_count = column_count.to(torch.int32)
+    pair_row = torch.repeat_interleave(torch.arange(row_owner.numel(), device=device, dtype=torch.int32), column_count)
+    first_pair = torch.cumsum(column_count, 0, dtype=torch.int32) - column_count
+    tile_base = (tile_y * grid_x + column_low).to(torch.int32) - first_pair
+    tile = tile_base[pair_row] + torch.arange(pair_row.numel(), device=device, dtype=torch.int32)
     tile_dtype = torch.int16 if grid_x * grid_y <= torch.iinfo(torch.int16).max else torch.int32
     tile, by_tile = torch.sort(tile.to(tile_dtype), stable=True)
     counts_per_tile = torch.bincount(tile.long(), minlength=grid_x * grid_y)
     offsets = torch.cat([counts_per_tile.new_zeros(1), torch.cumsum(counts_per_tile, 0)])
-    return TileLists(gaussians=order[owner[by_tile]], offsets=offsets, grid=(grid_y, grid_x))
+    return TileLists(gaussians=order[row_owner[pair_row[by_tile]]], offsets=offsets, grid=(grid_y, grid_x))
 
 
-def _pair_reaches_alpha_min(projected, opacity, order, owner, tile_x, tile_y, height, width):
-    """Whether o·exp(power) can reach 1/255 on a tile's pixel-centre rectangle (minimum of a PD quadratic on a box).
+def _row_column_spans(projected, opacity, order, row_owner, tile_y):
+    """First tile column and column count, per (Gaussian, tile row), of the tiles the ellipse {α >= 1/255} reaches.
 
-    A convex quadratic whose minimum (the mean) lies outside a box is smallest on a box face turned towards the
-    mean, so only the nearest x face and the nearest y face are searched (a line through the mean when the mean is
-    within that face's range, which then gives the exact 0).  On a face, completing the square leaves only
-    non-negative terms, so float32 is accurate; a slack of 1e-2 in log α keeps the test conservative.
+    With the conic Q = [[a, b], [b, c]] and d = pixel − mean, α >= 1/255 means dᵀQd <= L = 2·ln(255·o) (plus a slack
+    of 0.02 so float32 rounding in the compositor can never reach a dropped pair).  Within the row's pixel band the
+    ellipse's x-extent is found in closed form: for a fixed dy, dx = (−b·dy ± sqrt(a·L − det·dy²))/a, whose maximum
+    over the band is at the band-clamped dy of the ellipse's rightmost point, dy = Σxy·sqrt(L/Σxx) (minimum: the
+    mirror point).  The ellipse ∩ band is convex, so a tile's pixel rectangle meets it exactly when the tile's x-range
+    meets that extent.
     """
-    a, b, c = projected.conics.unbind(1)
+    g = order[row_owner]
+    a, b, c = projected.conics[g].unbind(1)
+    mean_x, mean_y = projected.means2d[g].unbind(1)
     det = a * c - b * b
-    log_slack = math.log(ALPHA_MIN) - 1e-2
-    per_gaussian = torch.stack(
-        [
-            projected.means2d[:, 0], projected.means2d[:, 1], a, c, -b / c, det / c, -b / a, det / a,
-            2.0 * (torch.log(opacity.to(det.dtype)) - log_slack),  # largest quadratic value that keeps α >= 1/255
-        ],
-        dim=1,
-    )[order].float()
-    mean_x, mean_y, a, c, slope_x, rest_x, slope_y, rest_y, q_limit = per_gaussian[owner].unbind(1)
-    x0 = (tile_x * TILE).float() - mean_x
-    y0 = (tile_y * TILE).float() - mean_y
-    x1 = torch.clamp(tile_x * TILE + TILE - 1, max=width - 1).float() - mean_x
-    y1 = torch.clamp(tile_y * TILE + TILE - 1, max=height - 1).float() - mean_y
-    near_x = x0.clamp(min=0) + x1.clamp(max=0)
-    near_y = y0.clamp(min=0) + y1.clamp(max=0)
+    limit = 2.0 * (torch.log(opacity[g].to(det.dtype)) - math.log(ALPHA_MIN) + 1e-2)
+    reach = torch.clamp(a * limit, min=0.0)
+    half_height = torch.sqrt(reach / det)
+    band_low = torch.maximum((tile_y * TILE).to(det.dtype) - mean_y, -half_height)
+    band_high = torch.minimum((tile_y * TILE + TILE - 1).to(det.dtype) - mean_y, half_height)
+    rightmost_dy = -b / det * torch.sqrt(torch.clamp(limit, min=0.0) * det / c)  # Σxy·sqrt(L/Σxx)
 
-    def face_min(d, slope, rest, curvature, low, high):
-        # q(d, e) = rest·d² + curvature·(e − slope·d)², minimised over e in [low, high]
-        best = slope * d
-        return rest * d * d + curvature * (torch.clamp(best, low, high) - best).square()
+    def extent_x(dy, sign):
+        return (-b * dy + sign * torch.sqrt(torch.clamp(reach - det * dy * dy, min=0.0))) / a
 
-    q_min = torch.minimum(face_min(near_x, slope_x, rest_x, c, y0, y1), face_min(near_y, slope_y, rest_y, a, x0, x1))
-    return q_min <= q_limit
+    x_high = mean_x + extent_x(torch.minimum(torch.maximum(rightmost_dy, band_low), band_high), 1.0)
+    x_low = mean_x + extent_x(torch.minimum(torch.maximum(-rightmost_dy, band_low), band_high), -1.0)
+    rect = projected.tile_rects[g]
+    first = torch.maximum(torch.ceil((x_low - (TILE - 1)) / TILE).long(), rect[:, 0])
+    last = torch.minimum(torch.floor(x_high / TILE).long(), rect[:, 2] - 1)
+    count = torch.where(band_low <= band_high, torch.clamp(last - first + 1, min=0), 0)
+    return first, count
 
 
 def _composite_torch(projected, opacity, features, lists, height, width, background, *, tiles_per_batch, chunk_size):
     """Rules 9–12 for all tiles; returns image [C,H,W] and the final transmittance [H,W]."""
     device = features.device
     grid_y, grid_x = lists.grid
-    channels = features.shape[1]
-    # Per Gaussian: mean x, mean y, -a/2, -b, -c/2, log(opacity); α = exp(power + log o) folds the opacity product.
-    params = torch.stack(
-        [
-            projected.means2d[:, 0].float(),
-            projected.means2d[:, 1].float(),
-            -0.5 * projected.conics[:, 0].float(),
-            -projected.conics[:, 1].float(),
-            -0.5 * projected.conics[:, 2].float(),
-            torch.log(opacity),
-        ],
-        dim=1,
-    )
-    color = torch.zeros(grid_y * grid_x, TILE * TILE, channels, device=device)
+    params = _compositor_params(projected, opacity)
+    color = torch.zeros(grid_y * grid_x, TILE * TILE, features.shape[1], device=device)
     transmittance = torch.ones(grid_y * grid_x, TILE * TILE, device=device)
-    lengths = lists.offsets[1:] - lists.offsets[:-1]
-    busy = torch.nonzero(lengths > 0).squeeze(1)
+    busy = torch.nonzero(lists.offsets[1:] > lists.offsets[:-1]).squeeze(1)
     for start in range(0, busy.numel(), tiles_per_batch):
         tiles = busy[start : start + tiles_per_batch]
-        tile_color, tile_t = _composite_tile_batch(
-            tiles, lists, params, features, grid_x, height, width, chunk_size
-        )
-        color[tiles] = tile_color
-        transmittance[tiles] = tile_t
+        _composite_tile_batch(tiles, lists, params, features, grid_x, height, width, chunk_size, color, transmittance)
 
     image = _untile(color.permute(0, 2, 1), grid_y, grid_x, height, width)
     final_t = _untile(transmittance[:, None, :], grid_y, grid_x, height, width)[0]
     return image + final_t[None] * background[:, None, None], final_t
+
+
+_LOG2_OPACITY = 5
+_LOG2_E = 1.0 / math.log(2.0)
+
+
+def _compositor_params(projected, opacity):
+    """Per Gaussian, float32: mean x, mean y, then −a/2, −b, −c/2 and log(opacity) times log2(e), and a 'needle' flag.
+
+    α = o·exp(power) is evaluated as exp2(log2(e)·power + log2(o)): torch's exp2 is several times faster than exp
+    on CPU, and the difference is float32 rounding.  The flag marks conics with a condition number above 1e5: the
+    conic is positive definite (Σ2D >= 0.3·I), so rule 9 (skip power > 0) can only fire through float32 rounding,
+    which needs the rounding error (a few ulp of λmax·|d|²) to exceed λmin·|d|².
+    """
+    a, b, c = projected.conics.unbind(1)
+    spread = torch.sqrt(0.25 * (a - c) ** 2 + b * b)
+    mid = 0.5 * (a + c)
+    needle = (mid + spread) > 1e5 * (mid - spread)
+    scaled = [-0.5 * a, -b, -0.5 * c, torch.log(opacity.to(a.dtype))]
+    columns = [projected.means2d[:, 0], projected.means2d[:, 1], *(v * _LOG2_E for v in scaled), needle]
+    return torch.stack([v.float() for v in columns], dim=1)
 
 
 def _untile(values, grid_y, grid_x, height, width):
@@ -381,79 +408,87 @@ def _untile(values, grid_y, grid_x, height, width):
     return image.reshape(channels, grid_y * TILE, grid_x * TILE)[:, :height, :width]
 
 
-def _composite_tile_batch(tiles, lists, params, features, grid_x, height, width, chunk_size):
+def _composite_tile_batch(tiles, lists, params, features, grid_x, height, width, chunk_size, out_color, out_t):
     """Front-to-back compositing of a batch of tiles, chunk_size Gaussians of each tile's list per step.
 
-    A pixel is 'done' once it has met a Gaussian that would push T below 1e-4 (rule 11); a tile leaves the batch
-    when all its pixels are done or its list is exhausted.
+    A pixel is 'done' once it has met a Gaussian that would push T below 1e-4 (rule 11).  A tile leaves the batch
+    (its results are written to out_color / out_t) when all its pixels are done or its list is exhausted.
     """
     device = params.device
-    n_tiles = tiles.numel()
     offsets = torch.arange(TILE, device=device, dtype=torch.float32)
-    pix_x = (tiles % grid_x * TILE).float()[:, None] + offsets  # [B,16]
+    pix_x = (tiles % grid_x * TILE).float()[:, None] + offsets  # [b,16]
     pix_y = (tiles // grid_x * TILE).float()[:, None] + offsets
-    color = torch.zeros(n_tiles, TILE * TILE, features.shape[1], device=device)
-    transmittance = torch.ones(n_tiles, TILE * TILE, device=device)
+    color = torch.zeros(tiles.numel(), TILE * TILE, features.shape[1], device=device)
+    transmittance = torch.ones(tiles.numel(), TILE * TILE, device=device)
     # Pixels beyond the image edge start 'done' so that they never keep a tile busy (they are cropped anyway).
-    outside = (pix_y[:, :, None] >= height) | (pix_x[:, None, :] >= width)
-    done = outside.reshape(n_tiles, TILE * TILE)
-
-    cursor = lists.offsets[tiles].clone()
-    end = lists.offsets[tiles + 1]
+    done = ((pix_y[:, :, None] >= height) | (pix_x[:, None, :] >= width)).flatten(1)
+    cursor, end = lists.offsets[tiles], lists.offsets[tiles + 1]
     step = torch.arange(chunk_size, device=device)
-    active = torch.arange(n_tiles, device=device)
-    while active.numel() > 0:
-        slots = cursor[active, None] + step
-        valid = slots < end[active, None]
-        gaussian = lists.gaussians[torch.where(valid, slots, cursor[active, None])]
-        chunk = params[gaussian]  # [b,K,6]
-        chunk[..., 5].masked_fill_(~valid, -math.inf)
-        alpha = _chunk_alpha(chunk, pix_x[active], pix_y[active])  # [b,256,K]
-        t_start = torch.where(done[active], 0.0, transmittance[active])
-        weights, t_end, stopped = _chunk_transmittance(alpha, t_start)
-        color[active] += torch.bmm(weights, features[gaussian])
-        transmittance[active] = torch.where(done[active], transmittance[active], t_end)
-        done[active] |= stopped
-        cursor[active] += chunk_size
-        finished = done[active].all(dim=1) | (cursor[active] >= end[active])
-        active = active[~finished]
-    return color, transmittance
+    while tiles.numel() > 0:
+        slots = cursor[:, None] + step
+        valid = slots < end[:, None]
+        gaussian = lists.gaussians[torch.where(valid, slots, cursor[:, None])].flatten()
+        chunk = params.index_select(0, gaussian).view(*slots.shape, -1)  # [b,K,7]
+        chunk[..., _LOG2_OPACITY].masked_fill_(~valid, -math.inf)
+        alpha = _chunk_alpha(chunk, pix_x, pix_y)  # [b,256,K]
+        weights, t_end, stopped = _chunk_transmittance(alpha, torch.where(done, 0.0, transmittance))
+        color.baddbmm_(weights, features.index_select(0, gaussian).view(*slots.shape, -1))
+        transmittance = torch.where(done, transmittance, t_end)
+        done |= stopped
+        cursor = cursor + chunk_size
+        finished = done.all(dim=1) | (cursor >= end)
+        if bool(finished.any()):
+            out_color[tiles[finished]] = color[finished]
+            out_t[tiles[finished]] = transmittance[finished]
+            keep = ~finished
+            tiles, pix_x, pix_y, color, transmittance, done, cursor, end = (
+                v[keep] for v in (tiles, pix_x, pix_y, color, transmittance, done, cursor, end)
+            )
 
 
 def _chunk_alpha(chunk, pix_x, pix_y):
     """Rules 9–10 for b tiles × 256 pixels × K Gaussians; skipped Gaussians get α = 0.
 
     The tile's pixels form a 16×16 grid, so the quadratic splits into per-column and per-row terms plus one
-    cross product, built with two full-size operations.
+    cross product, built with two full-size operations.  (Boolean full-size tensors are avoided: masked_fill and
+    where are an order of magnitude slower than arithmetic on CPU.)
     """
-    mean_x, mean_y, half_a, neg_b, half_c, log_o = chunk.unbind(-1)  # each [b,K]
+    mean_x, mean_y, half_a, neg_b, half_c, log2_o, needle = chunk.unbind(-1)  # each [b,K]
     dx = mean_x[:, None, :] - pix_x[:, :, None]  # [b,16 cols,K]
     dy = mean_y[:, None, :] - pix_y[:, :, None]  # [b,16 rows,K]
     column_term = half_a[:, None, :] * dx * dx
-    row_term = half_c[:, None, :] * dy * dy
-    power = (row_term[:, :, None, :] + column_term[:, None, :, :]).addcmul_(
-        dy[:, :, None, :], (neg_b[:, None, :] * dx)[:, None, :, :]
-    )  # [b,16 rows,16 cols,K]
-    power = power.flatten(1, 2)
-    # Rule 9 (power > 0 is skipped): the conic is positive definite, so this only catches rounding at the centre.
-    skipped = power > 0
-    alpha = torch.exp(power.add_(log_o[:, None, :])).clamp_(max=ALPHA_MAX)
-    return alpha.masked_fill_(skipped | (alpha < ALPHA_MIN), 0.0)
+    row_term = half_c[:, None, :] * dy * dy + log2_o[:, None, :]
+    exponent = torch.add(row_term[:, :, None, :], column_term[:, None, :, :])
+    exponent = exponent.addcmul_(dy[:, :, None, :], (neg_b[:, None, :] * dx)[:, None, :, :]).flatten(1, 2)
+    skipped = exponent > log2_o[:, None, :] if bool(needle.any()) else None  # power > 0 (rule 9)
+    # Below 2^-126 the result is a denormal (slow, and far under 1/255 anyway).
+    alpha = exponent.clamp_(min=-126.0).exp2_().clamp_(max=ALPHA_MAX)
+    torch.nn.functional.threshold_(alpha, _BELOW_ALPHA_MIN, 0.0)  # keeps α >= 1/255 exactly in float32
+    return alpha if skipped is None else alpha.masked_fill_(skipped, 0.0)
 
 
 def _chunk_transmittance(alpha, t_start):
-    """Rule 11–12 weights α·T per pixel and Gaussian, the transmittance after the chunk, and which pixels stopped.
+    """Rules 11–12: weights α·T per pixel and Gaussian, the transmittance after the chunk, and which pixels stopped.
 
-    T after each Gaussian is a running product, so it never increases: the Gaussians that may be added are exactly
-    the prefix whose running T stays >= 1e-4 (skipped ones have α = 0 and leave T unchanged).
+    T is the running product t_start·(1 − α1)·(1 − α2)…, in the kernel's order, so it never increases: the
+    Gaussians that may be added are exactly the prefix whose running T stays >= 1e-4 (skipped ones have α = 0).
+    Only pixels whose T ends below 1e-4 lose a suffix, so only those rows are masked.  Pixels already done come in
+    with t_start = 0 and get no weight.
     """
-    t_after = torch.cumprod(1.0 - alpha, dim=-1).mul_(t_start[..., None])
-    t_before = torch.cat([t_start[..., None], t_after[..., :-1]], dim=-1)
-    admitted = t_after >= T_MIN
-    weights = torch.where(admitted, alpha * t_before, 0.0)
-    n_admitted = admitted.sum(dim=-1, keepdim=True)
-    t_end = torch.cat([t_start[..., None], t_after], dim=-1).gather(-1, n_admitted)[..., 0]
-    stopped = ~admitted[..., -1] & (t_start > 0)
+    chunk = alpha.shape[-1]
+    factors = alpha.new_empty(*alpha.shape[:-1], chunk + 1)
+    factors[..., 0] = t_start
+    torch.sub(1.0, alpha, out=factors[..., 1:])
+    t_running = torch.cumprod(factors, dim=-1)  # T before each Gaussian, then after the last one
+    weights = alpha.mul_(t_running[..., :-1])
+    t_end = t_running[..., -1].clone()
+    stopped = (t_end < T_MIN) & (t_start > 0)
+    rows = torch.nonzero(stopped.flatten()).squeeze(1)
+    if rows.numel() > 0:
+        t_rows = t_running.flatten(0, -2)[rows]
+        admitted = t_rows[:, 1:] >= T_MIN
+        weights.view(-1, chunk)[rows] *= admitted
+        t_end.view(-1)[rows] = t_rows.gather(1, admitted.sum(dim=1, keepdim=True))[:, 0]
     return weights, t_end, stopped
 
 
@@ -467,7 +502,7 @@ def gsplat_inputs(projected: ProjectedGaussians, lists: TileLists):
     return means2d, conics, offsets, lists.gaussians.to(torch.int32)
 
 
-def _composite_gsplat(projected, opacity, features, lists, height, width, background, **_work_sizes):
+def _composite_gsplat(projected, opacity, features, lists, height, width, background):
     """gsplat's CUDA compositor on the original-3DGS projection and tile lists (see the module docstring)."""
     from gsplat import rasterize_to_pixels
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import math
+import sys
+import types
 
 import numpy as np
 import pytest
@@ -183,10 +185,13 @@ def test_non_square_image_matches_naive_per_pixel_loop(height, width):
     features = torch.randn(n, 4, generator=gen)
     background = torch.tensor([0.1, 0.2, -0.3, 1.0])
     view, proj, tx, ty = camera(width, height)
+    # A needle across the image (σ of a few hundred px by 0.55 px): exercises the rule-9 rounding guard.
+    means[0], scales[0], quats[0] = torch.tensor([0.0, 0.0, 2.5]), torch.tensor([3.0, 1e-5, 1e-5]), torch.tensor([0.9, 0.0, 0.0, 0.1])
 
     image, alpha, radii = gr.rasterize(means, scales, quats, opacities, features, view, proj, tx, ty, height, width, background)
     assert image.shape == (4, height, width) and alpha.shape == (height, width)
     projected = gr.project_gaussians(means, scales, quats, view, proj, tx, ty, height, width)
+    assert gr._compositor_params(projected, opacities[projected.index])[:, -1].sum() == 1  # the needle flag
     ref_image, ref_alpha = naive_composite(projected, opacities[projected.index].numpy(), features[projected.index].numpy(), background.numpy(), height, width)
     np.testing.assert_allclose(image.numpy(), ref_image, atol=2e-5)
     np.testing.assert_allclose(alpha.numpy(), ref_alpha, atol=2e-5)
@@ -288,3 +293,73 @@ def test_backend_selection_and_input_errors(raster64):
         render_fixture(dict(fx, background=fx["background"][:3]))
     with pytest.raises(ValueError, match="height and width"):
         gr.rasterize(fx["means"], fx["scales"], fx["quats"], fx["opacities"], fx["colors"], fx["viewmatrix_3dgs"], fx["projmatrix_3dgs"], 0.1, 0.1, 0, 64, fx["background"])
+
+
+def fake_gsplat_rasterize_to_pixels(
+    means2d, conics, colors, opacities, image_width, image_height, tile_size, isect_offsets, flatten_ids,
+    backgrounds=None,
+):
+    """gsplat 1.5.3's CUDA compositor rules (vectorised over a tile's pixels): +0.5 pixel centres, α clamp 0.999,
+    a pixel stops when the next T <= 1e-4.  Stands in for gsplat on CPU to check what the gsplat path feeds it."""
+    offsets = isect_offsets.flatten().tolist() + [flatten_ids.numel()]
+    tiles_y, tiles_x = isect_offsets.shape[-2:]
+    channels = colors.shape[-1]
+    out = np.zeros((tiles_y * tile_size, tiles_x * tile_size, channels))
+    t_out = np.ones((tiles_y * tile_size, tiles_x * tile_size))
+    ly, lx = np.mgrid[0:tile_size, 0:tile_size].astype(np.float64)
+    for tile in range(tiles_y * tiles_x):
+        y0, x0 = (tile // tiles_x) * tile_size, (tile % tiles_x) * tile_size
+        t, acc, done = np.ones(ly.shape), np.zeros(ly.shape + (channels,)), np.zeros(ly.shape, bool)
+        for g in flatten_ids[offsets[tile] : offsets[tile + 1]].tolist():
+            dx = means2d[0, g, 0].item() - (x0 + lx + 0.5)
+            dy = means2d[0, g, 1].item() - (y0 + ly + 0.5)
+            a, b, c = conics[0, g].tolist()
+            sigma = 0.5 * (a * dx * dx + c * dy * dy) + b * dx * dy
+            alpha = np.minimum(0.999, opacities[0, g].item() * np.exp(-sigma))
+            use = ~done & (sigma >= 0) & (alpha >= 1 / 255)
+            stop = use & (t * (1 - alpha) <= 1e-4)
+            done |= stop
+            use &= ~stop
+            acc += np.where(use, alpha * t, 0.0)[..., None] * colors[0, g].numpy()
+            t = np.where(use, t * (1 - alpha), t)
+        out[y0 : y0 + tile_size, x0 : x0 + tile_size] = acc + t[..., None] * backgrounds[0].numpy()
+        t_out[y0 : y0 + tile_size, x0 : x0 + tile_size] = t
+    out, t_out = out[:image_height, :image_width], t_out[:image_height, :image_width]
+    return torch.from_numpy(out).float()[None], torch.from_numpy(1 - t_out).float()[None, ..., None]
+
+
+@pytest.mark.parametrize("opacity_cap,tolerance", [(0.99, 2e-5), (1.0, 2e-2)])
+def test_gsplat_path_plumbing_against_a_gsplat_rule_stand_in(raster64, monkeypatch, opacity_cap, tolerance):
+    monkeypatch.setitem(sys.modules, "gsplat", types.SimpleNamespace(rasterize_to_pixels=fake_gsplat_rasterize_to_pixels))
+    fx = raster64
+    opacities = torch.clamp(fx["opacities"], max=opacity_cap)
+    projected = gr.project_gaussians(
+        fx["means"], fx["scales"], fx["quats"], fx["viewmatrix_3dgs"], fx["projmatrix_3dgs"], float(fx["tanfovx"]),
+        float(fx["tanfovy"]), 64, 64,
+    )
+    opacity = opacities[projected.index]
+    features = fx["colors"][projected.index][:, :5].contiguous()
+    lists = gr.bin_tiles(projected, opacity, 64, 64)
+    args = (projected, opacity, features, lists, 64, 64, fx["background"][:5])
+    image, t = gr._composite_gsplat(*args)
+    ref_image, ref_t = gr._composite_torch(*args, tiles_per_batch=16, chunk_size=32)
+    assert image.shape == (5, 64, 64) and t.shape == (64, 64)
+    # Opacities <= 0.99 make gsplat's 0.999 clamp irrelevant: only rounding remains.  With the fixture's one
+    # Gaussian above 0.99 the clamp difference stays within the documented ~1e-2.
+    assert (image - ref_image).abs().max().item() < tolerance
+    assert (t - ref_t).abs().max().item() < tolerance
+
+
+def test_auto_backend_falls_back_to_torch_when_gsplat_fails(raster64, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("gsplat CUDA extension failed to build")
+
+    monkeypatch.setattr(gr, "_resolve_backend", lambda backend, device: "gsplat")
+    monkeypatch.setattr(gr, "_composite_gsplat", broken)
+    monkeypatch.setattr(gr, "_gsplat_failure", None)
+    with pytest.warns(UserWarning, match="failed to build"):
+        image, _, _ = render_fixture(raster64, backend="auto")
+    np.testing.assert_allclose(image.numpy(), raster64["image"].numpy(), atol=1e-4)
+    assert gr._gsplat_failure is not None
+    with pytest.raises(RuntimeError):
+        render_fixture(raster64, backend="gsplat")
