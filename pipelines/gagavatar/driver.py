@@ -196,7 +196,8 @@ def read_tracked(path, fps: float | None = None, max_frames: int | None = None,
     records = load_legacy_pickle(pickle_path)
     if not isinstance(records, Mapping) or not records:
         raise ValueError(f"{pickle_path}: expected a non-empty dict of per-frame records")
-    keys = sorted((str(k) for k in records), key=_frame_sort_key)[:max_frames]
+    records = {str(key): record for key, record in records.items()}
+    keys = sorted(records, key=_frame_sort_key)[:max_frames]
     for key in keys:
         if not isinstance(records[key], Mapping):
             raise ValueError(f"{pickle_path}: frame '{key}' is a {type(records[key]).__name__}, not a dict of arrays")
