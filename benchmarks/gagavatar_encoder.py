@@ -139,8 +139,9 @@ def main() -> None:
     inputs = source_inputs(device)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
 
-    print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{torch.get_num_threads()} threads'}), "
-          f"weights: {args.checkpoint or 'random (released layout)'}, best of {args.repeats}")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
+    print(f"device {device} ({name}), weights: {args.checkpoint or 'random (released layout)'}, "
+          f"best of {args.repeats}")
     model = gagavatar.load_gagavatar(source, device=device)
     baseline = measure(model, inputs, device, args.repeats)
     rows = [("fp32", baseline, None)]
@@ -157,8 +158,9 @@ def main() -> None:
             rows.append((f"{str(dtype).split('.')[-1]} weights", measure(half, inputs, device, args.repeats), baseline))
             del half
     for label, result, reference in rows:
-        line = (f"{label:>16}: backbone+head {result['backbone_head_s']:.3f} s, generators {result['generators_s']:.3f} s, "
-                f"source encoding {result['encode_s']:.3f} s, refiner {result['refine_s']:.3f} s/frame (512²)")
+        line = (f"{label:>16}: backbone+head {result['backbone_head_s']:.3f} s, "
+                f"generators {result['generators_s']:.3f} s, source encoding {result['encode_s']:.3f} s, "
+                f"refiner {result['refine_s']:.3f} s/frame (512²)")
         print(line)
         if reference is not None:
             diffs = max_differences(result, reference)

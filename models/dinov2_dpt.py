@@ -22,7 +22,7 @@ NUM_TAKEN_LAYERS = 4
 
 @dataclass(frozen=True)
 class DinoDPTConfig:
-    """Sizes of the backbone and the head; the released model is (14, 37, 768, 12, 4.0, (256, 512, 1024, 1024), (4, 2), 256)."""
+    """Sizes of the backbone and the head; released: (14, 37, 768, 12, 4.0, (256, 512, 1024, 1024), (4, 2), 256)."""
 
     patch_size: int
     grid: int
@@ -151,7 +151,8 @@ class DinoDPTEncoder(nn.Module):
         """image [B,3,S,S] in 0..1 with S = config.image_size -> (global [B,C], local [B,F,L,L])."""
         # normalise and resize in float32: antialiased resizing has no bfloat16 CPU kernel
         image = image.float()
-        normalized = (image - image.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / image.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        mean, std = (image.new_tensor(v).view(1, 3, 1, 1) for v in (IMAGENET_MEAN, IMAGENET_STD))
+        normalized = (image - mean) / std
         tokens = self.backbone_tokens(normalized.to(self.output_conv.weight.dtype))
         # the "global" feature is the first PATCH token of the normed last block, not CLS (trap 1)
         global_feature = tokens[-1][:, 0]

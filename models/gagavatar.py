@@ -114,7 +114,8 @@ class GAGAvatar(nn.Module):
         """
         size, channels = self.refine_size, self.upsampler.config.in_dim
         if features.ndim != 4 or tuple(features.shape[1:]) != (channels, size, size):
-            raise ValueError(f"features must be [B,{channels},{size},{size}] (the rendered splat), got {tuple(features.shape)}")
+            raise ValueError(f"features must be [B,{channels},{size},{size}] (the rendered splat), "
+                             f"got {tuple(features.shape)}")
         weight = self.upsampler.final_linear.weight
         return self.upsampler(features.to(weight.device, weight.dtype), randomize_noise=randomize_noise)
 
@@ -122,10 +123,12 @@ class GAGAvatar(nn.Module):
         if image.ndim != 4 or image.shape[1] != 3 or image.shape[2] != image.shape[3]:
             raise ValueError(f"image must be [B,3,S,S] RGB in 0..1, got {tuple(image.shape)}")
         if tuple(transform.shape) != (image.shape[0], 3, 4):
-            raise ValueError(f"source_transform must be [{image.shape[0]},3,4] PyTorch3D [R|T], got {tuple(transform.shape)}")
+            raise ValueError(f"source_transform must be [{image.shape[0]},3,4] PyTorch3D [R|T], "
+                             f"got {tuple(transform.shape)}")
         image = image.to(self.head_base.device, torch.float32)  # the encoder normalises in float32
         if image.shape[-1] != self.image_size:
-            image = F.interpolate(image, size=(self.image_size,) * 2, mode="bilinear", align_corners=False, antialias=True)
+            image = F.interpolate(image, size=(self.image_size,) * 2, mode="bilinear", align_corners=False,
+                                  antialias=True)
         return image, transform
 
     def _plane_points(self, transform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -165,7 +168,8 @@ def _unwrap_state_dict(source) -> dict[str, torch.Tensor]:
     if isinstance(source, Mapping) and isinstance(source.get("model"), Mapping):
         source = source["model"]
     if not isinstance(source, Mapping) or not all(isinstance(v, torch.Tensor) for v in source.values()):
-        raise ValueError("GAGAvatar source must be a checkpoint path, {'model': state_dict, ...} or a state dict of tensors")
+        raise ValueError("GAGAvatar source must be a checkpoint path, {'model': state_dict, ...} "
+                         "or a state dict of tensors")
     return dict(source)
 
 

@@ -50,7 +50,8 @@ class LinearGSGenerator(nn.Module):
         shapes = [state_dict[f"{prefix}feature_layers.{i}.weight"].shape for i in indices]
         hidden, head_in = state_dict[prefix + "color_layers.0.weight"].shape
         if not shapes or head_in != shapes[-1][0] + dir_dim:
-            raise ValueError(f"{prefix}color_layers.0 expects {head_in} inputs; feature layers + {dir_dim} direction values differ")
+            raise ValueError(f"{prefix}color_layers.0 expects {head_in} inputs; "
+                             f"feature layers + {dir_dim} direction values differ")
         color_dim = state_dict[prefix + "color_layers.2.weight"].shape[0]
         return cls([(s[1], s[0]) for s in shapes], dir_dim, hidden, color_dim)
 
@@ -98,7 +99,7 @@ class ConvGSGenerator(nn.Module):
         return cls(first_in - dir_dim, dir_dim, hidden, len(indices) - 1, out_dim)
 
     def forward(self, feature_map: torch.Tensor, dir_encoding: torch.Tensor) -> dict[str, torch.Tensor]:
-        """feature_map [B,F,H,W], dir_encoding [B,D] -> attributes [B,H*W,*] plus `offset` in (0,1), row-major pixels."""
+        """feature_map [B,F,H,W], dir_encoding [B,D] -> attributes [B,H*W,*] (row-major) plus `offset` in (0,1)."""
         batch, _, height, width = feature_map.shape
         direction = dir_encoding[:, :, None, None].expand(-1, -1, height, width)
         out = self.gaussian_conv(torch.cat([feature_map, direction], dim=1))
@@ -113,4 +114,5 @@ class ConvGSGenerator(nn.Module):
             "rotations": F.normalize(out[:, c + 4:c + 8], dim=1),  # channel axis: a true per-Gaussian normalisation
             "offset": torch.sigmoid(out[:, c + 8:c + 9]),
         }
-        return {name: value.permute(0, 2, 3, 1).reshape(batch, height * width, -1) for name, value in attributes.items()}
+        return {name: value.permute(0, 2, 3, 1).reshape(batch, height * width, -1)
+                for name, value in attributes.items()}

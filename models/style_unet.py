@@ -21,7 +21,8 @@ BASE_RESOLUTION = 4
 
 @dataclass(frozen=True)
 class StyleUNetConfig:
-    """Released: in_dim 32, 1x1 first conv, unet (16,32,64,128,256,256,256,256), stylegan (512,512,512,512,256,128,64,32), 512, 8, 3."""
+    """Released: in_dim 32, 1x1 first conv, unet (16,32,64,128,256,256,256,256),
+    stylegan (512,512,512,512,256,128,64,32), style width 512, 8 MLP layers, RGB out."""
 
     in_dim: int
     first_kernel: int
@@ -64,7 +65,9 @@ def infer_style_unet_config(state_dict, prefix: str = "upsampler.") -> StyleUNet
 
 
 class ResBlock(nn.Module):
-    """lrelu(conv1) -> bilinear rescale -> lrelu(conv2), plus a bias-free 1x1 skip of the rescaled input (no 1/sqrt2)."""
+    """lrelu(conv1) -> bilinear rescale -> lrelu(conv2), plus a bias-free 1x1 skip of the rescaled input.
+
+    No 1/sqrt(2) on the sum (unlike StyleGAN2's discriminator blocks)."""
 
     def __init__(self, in_channels: int, out_channels: int, scale: float):
         super().__init__()

@@ -2,7 +2,7 @@
 (docs/gagavatar.md §9.5-9.7), a tiny same-family model through the inference path, and loader errors.
 
 The full-size model is built once per module from formula weights (no stored weights) and runs one encoder pass and
-one refiner pass (about 25-50 s on 2 CPU cores, ~2 GB RAM).
+one refiner pass: ~35 s of CPU time on 2 cores (up to ~60 s wall on the shared machine), ~2 GB RAM peak.
 """
 from __future__ import annotations
 
@@ -72,7 +72,8 @@ def e2e_summary(gagavatar_fixtures):
 @pytest.fixture(scope="module")
 def full_model(manifest):
     """The released configuration with formula weights, loaded strictly from the official container layout."""
-    state = {name: torch.from_numpy(formula_tensor(name, shape, k)) for k, (name, shape, *_) in enumerate(manifest["keys"])}
+    state = {name: torch.from_numpy(formula_tensor(name, shape, k))
+             for k, (name, shape, *_) in enumerate(manifest["keys"])}
     model = load_gagavatar({"model": state, "meta_cfg": {"MODEL": {"NAME": "GAGAvatar"}}})
     del state
     return model
@@ -92,14 +93,16 @@ def full_gaussians(full_model, full_avatar, e2e):
 def e2e_source_image() -> np.ndarray:
     y, x = np.mgrid[0:518, 0:518].astype(np.float64)
     c = np.arange(3, dtype=np.float64)[:, None, None]
-    image = 0.5 + 0.35 * np.sin(2 * np.pi * (x / 97 + c / 3)) * np.cos(2 * np.pi * y / 61) + 0.1 * np.cos(2 * np.pi * (x + y) / 37)
+    image = (0.5 + 0.35 * np.sin(2 * np.pi * (x / 97 + c / 3)) * np.cos(2 * np.pi * y / 61)
+             + 0.1 * np.cos(2 * np.pi * (x + y) / 37))
     return image.astype(np.float32)
 
 
 def refiner_input() -> np.ndarray:
     y, x = np.mgrid[0:512, 0:512].astype(np.float64)
     c = np.arange(32, dtype=np.float64)[:, None, None]
-    value = 0.5 * np.sin(2 * np.pi * (x * (c + 1) / 512 * 3 + y / 173)) + 0.25 * np.cos(2 * np.pi * y * (c % 5 + 1) / 512)
+    value = (0.5 * np.sin(2 * np.pi * (x * (c + 1) / 512 * 3 + y / 173))
+             + 0.25 * np.cos(2 * np.pi * y * (c % 5 + 1) / 512))
     return value.astype(np.float16).astype(np.float32)
 
 
@@ -119,7 +122,8 @@ def test_released_layout_loads_strictly(full_model, manifest):
     actual = {name: tuple(t.shape) for name, t in full_model.state_dict().items()}
     assert len(manifest["keys"]) == 597 and len(expected) == 546
     assert actual == expected
-    assert (full_model.image_size, full_model.plane_size, full_model.num_vertices, full_model.refine_size) == (518, 296, 5023, 512)
+    sizes = (full_model.image_size, full_model.plane_size, full_model.num_vertices, full_model.refine_size)
+    assert sizes == (518, 296, 5023, 512)
     assert not any(p.requires_grad for p in full_model.parameters()) and not full_model.training
 
 
@@ -210,7 +214,8 @@ def _source_batch(batch: int = 2):
 
 def test_tiny_model_infers_sizes_and_produces_the_right_shapes(tiny_model):
     """Sizes come from the tensors: DINO width 64 / 2 blocks on 28² input, 16² plane, 64 vertices, 64² refiner."""
-    assert (tiny_model.image_size, tiny_model.plane_size, tiny_model.num_vertices, tiny_model.refine_size) == (28, 16, 64, 64)
+    sizes = (tiny_model.image_size, tiny_model.plane_size, tiny_model.num_vertices, tiny_model.refine_size)
+    assert sizes == (28, 16, 64, 64)
     images, transforms = _source_batch()  # 518² input: resized to the model's 28² like the reference's 512->518
     avatar = tiny_model.encode_source(images, transforms)
     assert tuple(avatar.global_feature.shape) == (2, 64) and tuple(avatar.local_feature.shape) == (2, 16, 16, 16)
