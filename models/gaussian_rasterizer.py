@@ -112,7 +112,7 @@ def rasterize(
         means, scales, rotations, opacities, features, viewmatrix, projmatrix, tanfovx, tanfovy, height, width,
         background,
     )
-    means, scales, rotations, opacities, features, viewmatrix, projmatrix, background = inputs
+    means, scales, rotations, opacities, features, viewmatrix, projmatrix, background, height, width = inputs
     if tiles_per_batch < 1 or chunk_size < 1:
         raise ValueError(f"tiles_per_batch and chunk_size must be >= 1, got {tiles_per_batch} and {chunk_size}")
     resolved = _resolve_backend(backend, means.device)
@@ -182,6 +182,8 @@ def _validated_inputs(
         tensor("viewmatrix", viewmatrix, (4, 4)),
         tensor("projmatrix", projmatrix, (4, 4)),
         tensor("background", background, (channels,)),
+        int(height),
+        int(width),
     )
 
 

@@ -93,14 +93,16 @@ def test_single_gaussian_peak_position_value_and_low_pass_width():
 
     assert divmod(int(torch.argmax(alpha)), width) == (30, 20)
     assert alpha[30, 20].item() == pytest.approx(opacity, abs=1e-5)
-    assert image[:, 30, 20].tolist() == pytest.approx([opacity * f + (1 - opacity) * b for f, b in zip(feature, background)], abs=1e-5)
+    blended = [opacity * f + (1 - opacity) * b for f, b in zip(feature, background)]
+    assert image[:, 30, 20].tolist() == pytest.approx(blended, abs=1e-5)
     # Isotropic Σ = s²I: Σ2D = J Jᵀ s² + 0.3 I (rule 3) with focal W/(2 tanfovx) = 384 px and H/(2 tanfovy) = 288 px.
     x, y = mean[0] / z, mean[1] / z
     jac = np.array([[384 / z, 0, -384 * x / z], [0, 288 / z, -288 * y / z]])
     cov = scale**2 * jac @ jac.T + 0.3 * np.eye(2)
     conic = np.linalg.inv(cov)
     assert alpha[30, 21].item() == pytest.approx(opacity * math.exp(-0.5 * conic[0, 0]), rel=1e-4)
-    assert alpha[31, 21].item() == pytest.approx(opacity * math.exp(-0.5 * (conic[0, 0] + conic[1, 1]) - conic[0, 1]), rel=1e-4)
+    diagonal_step = -0.5 * (conic[0, 0] + conic[1, 1]) - conic[0, 1]
+    assert alpha[31, 21].item() == pytest.approx(opacity * math.exp(diagonal_step), rel=1e-4)
     lambda_max = np.linalg.eigvalsh(cov).max()
     assert int(radii[0]) == math.ceil(3 * math.sqrt(lambda_max))
 
@@ -141,10 +143,13 @@ def test_background_blend_and_near_plane_culling():
     background = [0.3, -2.0, 5.0]
     # View z exactly 0.2 (float32), behind the camera, and far outside the image: all culled with radius 0.
     means = [[0.0, 0.0, 0.2], [0.0, 0.0, -1.0], [50.0, 0.0, 4.0]]
-    image, alpha, radii = render(means, [[0.01] * 3] * 3, [[1, 0, 0, 0]] * 3, [0.9] * 3, np.ones((3, 3)), width, height, background)
+    image, alpha, radii = render(
+        means, [[0.01] * 3] * 3, [[1, 0, 0, 0]] * 3, [0.9] * 3, np.ones((3, 3)), width, height, background
+    )
     assert radii.tolist() == [0, 0, 0]
     assert alpha.abs().max().item() == 0.0
-    np.testing.assert_array_equal(image.numpy(), np.broadcast_to(np.float32(background)[:, None, None], (3, height, width)))
+    expected = np.broadcast_to(np.float32(background)[:, None, None], (3, height, width))
+    np.testing.assert_array_equal(image.numpy(), expected)
     # Just beyond the near plane the same Gaussian is kept and covers the image.
     _, alpha, radii = render([[0.0, 0.0, 0.2001]], [[0.001] * 3], [[1, 0, 0, 0]], [0.9], np.ones((1, 3)), width, height)
     assert radii[0].item() > 0 and alpha.max().item() > 0.5
@@ -178,7 +183,7 @@ def test_non_square_image_matches_naive_per_pixel_loop(height, width):
     gen = torch.Generator().manual_seed(3)
     n = 60
     z = 3.0 + 2.0 * torch.rand(n, generator=gen)
-    means = torch.stack([(torch.rand(n, generator=gen) - 0.5) * 0.4 * z / 3, (torch.rand(n, generator=gen) - 0.5) * 0.3 * z / 3, z], 1)
+    means = torch.stack([(torch.rand(n, generator=gen) - 0.5) * f * z / 3 for f in (0.4, 0.3)] + [z], 1)
     scales = 0.002 + 0.01 * torch.rand(n, 3, generator=gen)
     quats = torch.randn(n, 4, generator=gen)
     opacities = 0.2 + 0.8 * torch.rand(n, generator=gen)
@@ -186,18 +191,27 @@ def test_non_square_image_matches_naive_per_pixel_loop(height, width):
     background = torch.tensor([0.1, 0.2, -0.3, 1.0])
     view, proj, tx, ty = camera(width, height)
     # A needle across the image (σ of a few hundred px by 0.55 px): exercises the rule-9 rounding guard.
-    means[0], scales[0], quats[0] = torch.tensor([0.0, 0.0, 2.5]), torch.tensor([3.0, 1e-5, 1e-5]), torch.tensor([0.9, 0.0, 0.0, 0.1])
+    means[0], scales[0] = torch.tensor([0.0, 0.0, 2.5]), torch.tensor([3.0, 1e-5, 1e-5])
+    quats[0] = torch.tensor([0.9, 0.0, 0.0, 0.1])
 
-    image, alpha, radii = gr.rasterize(means, scales, quats, opacities, features, view, proj, tx, ty, height, width, background)
+    image, alpha, radii = gr.rasterize(
+        means, scales, quats, opacities, features, view, proj, tx, ty, height, width, background
+    )
     assert image.shape == (4, height, width) and alpha.shape == (height, width)
     projected = gr.project_gaussians(means, scales, quats, view, proj, tx, ty, height, width)
     assert gr._compositor_params(projected, opacities[projected.index])[:, -1].sum() == 1  # the needle flag
-    ref_image, ref_alpha = naive_composite(projected, opacities[projected.index].numpy(), features[projected.index].numpy(), background.numpy(), height, width)
+    ref_image, ref_alpha = naive_composite(
+        projected, opacities[projected.index].numpy(), features[projected.index].numpy(), background.numpy(), height,
+        width,
+    )
     np.testing.assert_allclose(image.numpy(), ref_image, atol=2e-5)
     np.testing.assert_allclose(alpha.numpy(), ref_alpha, atol=2e-5)
     assert alpha.max() > 0.9 and (radii > 0).sum() > n // 2
     # The optical axis lands at ((W - 1)/2, (H - 1)/2): non-square images keep separate x and y scales.
-    centre = gr.project_gaussians(torch.tensor([[0.0, 0.0, 4.0]]), torch.full((1, 3), 0.01), torch.tensor([[1.0, 0, 0, 0]]), view, proj, tx, ty, height, width)
+    centre = gr.project_gaussians(
+        torch.tensor([[0.0, 0.0, 4.0]]), torch.full((1, 3), 0.01), torch.tensor([[1.0, 0, 0, 0]]), view, proj, tx, ty,
+        height, width,
+    )
     assert centre.means2d[0].tolist() == pytest.approx([(width - 1) / 2, (height - 1) / 2], abs=1e-9)
 
 
@@ -221,7 +235,8 @@ def test_work_sizes_do_not_change_the_result(raster64, tiles_per_batch, chunk_si
 def test_depth_output_is_alpha_weighted_view_depth():
     width = height = 32
     z = 4.0
-    _, alpha, _, depth = render([point_at_pixel(10, 12, z, width, height)], [[0.004] * 3], [[1, 0, 0, 0]], [0.7], [[1.0]], width, height, return_depth=True)
+    mean = point_at_pixel(10, 12, z, width, height)
+    _, alpha, _, depth = render([mean], [[0.004] * 3], [[1, 0, 0, 0]], [0.7], [[1.0]], width, height, return_depth=True)
     assert depth.shape == (height, width)
     np.testing.assert_allclose(depth.numpy(), z * alpha.numpy(), rtol=1e-5, atol=1e-7)
 
@@ -230,7 +245,7 @@ def test_tile_culling_keeps_every_pair_that_reaches_alpha_min():
     gen = torch.Generator().manual_seed(7)
     n, height, width = 300, 64, 96
     z = 3.0 + torch.rand(n, generator=gen)
-    means = torch.stack([(torch.rand(n, generator=gen) - 0.5) * 0.5 * z / 3, (torch.rand(n, generator=gen) - 0.5) * 0.35 * z / 3, z], 1)
+    means = torch.stack([(torch.rand(n, generator=gen) - 0.5) * f * z / 3 for f in (0.5, 0.35)] + [z], 1)
     scales = torch.exp(torch.empty(n, 3).uniform_(math.log(0.001), math.log(0.05), generator=gen))  # incl. needles
     quats = torch.randn(n, 4, generator=gen)
     opacities = torch.rand(n, generator=gen)
@@ -292,7 +307,10 @@ def test_backend_selection_and_input_errors(raster64):
     with pytest.raises(ValueError, match="background"):
         render_fixture(dict(fx, background=fx["background"][:3]))
     with pytest.raises(ValueError, match="height and width"):
-        gr.rasterize(fx["means"], fx["scales"], fx["quats"], fx["opacities"], fx["colors"], fx["viewmatrix_3dgs"], fx["projmatrix_3dgs"], 0.1, 0.1, 0, 64, fx["background"])
+        gr.rasterize(
+            fx["means"], fx["scales"], fx["quats"], fx["opacities"], fx["colors"], fx["viewmatrix_3dgs"],
+            fx["projmatrix_3dgs"], 0.1, 0.1, 0, 64, fx["background"],
+        )
 
 
 def fake_gsplat_rasterize_to_pixels(
@@ -330,7 +348,8 @@ def fake_gsplat_rasterize_to_pixels(
 
 @pytest.mark.parametrize("opacity_cap,tolerance", [(0.99, 2e-5), (1.0, 2e-2)])
 def test_gsplat_path_plumbing_against_a_gsplat_rule_stand_in(raster64, monkeypatch, opacity_cap, tolerance):
-    monkeypatch.setitem(sys.modules, "gsplat", types.SimpleNamespace(rasterize_to_pixels=fake_gsplat_rasterize_to_pixels))
+    stand_in = types.SimpleNamespace(rasterize_to_pixels=fake_gsplat_rasterize_to_pixels)
+    monkeypatch.setitem(sys.modules, "gsplat", stand_in)
     fx = raster64
     opacities = torch.clamp(fx["opacities"], max=opacity_cap)
     projected = gr.project_gaussians(
