@@ -267,7 +267,6 @@ def test_progress_exception_cancels(scene):
         gg.animate(model, flame, avatar, source_shape, driver, batch_size=0)
 
 
-@pytest.mark.slow
 def test_formula_weight_scene_renders_like_the_reference(gagavatar_fixtures):
     """gagavatar.md §9.8: the released-size formula-weight avatar through encode_source_cached + render_splat."""
     import json
