@@ -41,7 +41,7 @@ class Diff2LipModelLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, ckpt_name, **_):
+    def validate_inputs(cls, ckpt_name):  # no **kwargs: that would switch off the built-in min/max checks
         return model_file_problem("diff2lip", ckpt_name, "Diff2Lip Model Loader") or True
 
     @classmethod
@@ -151,8 +151,8 @@ class Diff2LipLipSync(io.ComfyNode):
                 io.Int.Input("pad_top", default=0, min=0, max=512, tooltip="Pixels added above the face box."),
                 io.Int.Input("pad_bottom", default=10, min=0, max=512,
                              tooltip="Pixels added below the face box (the reference uses 10 to include the chin)."),
-                io.Int.Input("pad_left", default=0, min=0, max=512),
-                io.Int.Input("pad_right", default=0, min=0, max=512),
+                io.Int.Input("pad_left", default=0, min=0, max=512, tooltip="Pixels added left of the face box."),
+                io.Int.Input("pad_right", default=0, min=0, max=512, tooltip="Pixels added right of the face box."),
                 io.Boolean.Input("close_mouth_in_silence", default=False,
                                  tooltip="Where a voice-activity detector (silero-vad) hears no speech, keep the "
                                          "original mouth instead of generating one from noise."),
@@ -163,6 +163,17 @@ class Diff2LipLipSync(io.ComfyNode):
             outputs=[io.Image.Output(display_name="frames"), io.Audio.Output(display_name="audio"),
                      io.Mask.Output(display_name="generated_mask"), io.String.Output(display_name="report")],
         )
+
+    @classmethod
+    def validate_inputs(cls, quality, custom_steps):  # named inputs only: **kwargs disables built-in checks
+        from ..pipelines.diff2lip import ddim_timesteps
+        from ..pipelines.diff2lip.presets import steps_for
+
+        try:
+            ddim_timesteps(steps_for(quality, custom_steps))
+        except ValueError as e:
+            return f"Diff2Lip Lip Sync: custom_steps: {e}"
+        return True
 
     @classmethod
     def execute(cls, frames, audio, fps, model, detector, quality, custom_steps, seed, batch_size, face, face_index,
@@ -306,7 +317,8 @@ class Diff2LipColorMatch(io.ComfyNode):
             description="Matches the generated region's colour to the surrounding original skin (Lab mean/std or "
                         "histogram, measured in a band along the region's edge).",
             inputs=[io.Image.Input("original"), io.Image.Input("generated"), io.Mask.Input("mask"),
-                    io.Combo.Input("method", options=["lab_meanstd", "histogram"], default="lab_meanstd"),
+                    io.Combo.Input("method", options=["lab_meanstd", "histogram"], default="lab_meanstd",
+                                   tooltip="Lab mean/std transfer, or per-channel Lab histogram matching."),
                     io.Float.Input("band_px", default=8.0, min=1.0, max=64.0, step=1.0,
                                    tooltip="Width of the comparison band along the mask edge.")],
             outputs=[io.Image.Output(display_name="frames")],
@@ -362,8 +374,10 @@ class Diff2LipDenoiseRegion(io.ComfyNode):
             description="Edge-preserving denoise of the generated region only (bilateral, non-local means or guided "
                         "filter); everything outside the mask is left bit-for-bit.",
             inputs=[io.Image.Input("frames"), io.Mask.Input("mask"),
-                    io.Combo.Input("method", options=["bilateral", "nlm", "guided"], default="bilateral"),
-                    io.Float.Input("strength", default=0.5, min=0.0, max=1.0, step=0.05)],
+                    io.Combo.Input("method", options=["bilateral", "nlm", "guided"], default="bilateral",
+                                   tooltip="bilateral (fast), non-local means (strongest, slower) or guided filter."),
+                    io.Float.Input("strength", default=0.5, min=0.0, max=1.0, step=0.05,
+                                   tooltip="Filter range: higher removes more noise (bypass the node to disable).")],
             outputs=[io.Image.Output(display_name="frames")],
         )
 
@@ -386,7 +400,8 @@ class Diff2LipSharpen(io.ComfyNode):
             description="Unsharp mask on the generated region, feathered; brightness is preserved (flat areas do not "
                         "change), edges gain contrast. Outside the mask nothing changes.",
             inputs=[io.Image.Input("frames"), io.Mask.Input("mask"),
-                    io.Float.Input("strength", default=0.3, min=0.0, max=1.0, step=0.05),
+                    io.Float.Input("strength", default=0.3, min=0.0, max=1.0, step=0.05,
+                                   tooltip="Unsharp amount; 0 leaves the frames unchanged."),
                     io.Float.Input("sigma", default=1.0, min=0.3, max=5.0, step=0.1,
                                    tooltip="Blur radius of the unsharp mask (size of the detail boosted).")],
             outputs=[io.Image.Output(display_name="frames")],

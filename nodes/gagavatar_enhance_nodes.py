@@ -39,7 +39,8 @@ class GAGAvatarSmoothDriver(io.ComfyNode):
                         "quaternions, never Euler). RTS = zero-lag forward-backward Kalman smoother (the whole "
                         "driver is known in advance); Kalman and EMA are causal and lag.",
             inputs=[GAGAVATAR_DRIVER.Input("driver"),
-                    io.Combo.Input("method", options=["rts", "kalman", "ema"], default="rts"),
+                    io.Combo.Input("method", options=["rts", "kalman", "ema"], default="rts",
+                                   tooltip="rts: zero-lag smoother (default); kalman / ema: causal, lag behind."),
                     io.Float.Input("ema_alpha", default=0.5, min=0.01, max=1.0, step=0.01,
                                    tooltip="EMA weight of the newest frame (EMA only)."),
                     io.Float.Input("noise_ratio", default=0.1, min=1e-4, max=100.0, step=0.001,
@@ -122,7 +123,8 @@ class GAGAvatarDetailEnhance(io.ComfyNode):
             description="4-level Laplacian-pyramid detail boost inside the face, attenuated at strong edges (no "
                         "halos); flat areas and everything outside the mask are unchanged.",
             inputs=[io.Image.Input("frames"),
-                    io.Float.Input("strength", default=0.3, min=0.0, max=2.0, step=0.05),
+                    io.Float.Input("strength", default=0.3, min=0.0, max=2.0, step=0.05,
+                                   tooltip="Base gain of the pyramid detail boost; 0 = unchanged."),
                     io.Mask.Input("face_mask", optional=True, tooltip="Where to enhance; default the whole frame.")],
             outputs=[io.Image.Output(display_name="frames")],
         )
@@ -148,7 +150,8 @@ class GAGAvatarEyeEnhance(io.ComfyNode):
                         "projected with the driver camera.",
             inputs=[io.Image.Input("frames"), GAGAVATAR_DRIVER.Input("driver", tooltip="The driver that was rendered."),
                     FLAME_MODEL.Input("flame"),
-                    io.Float.Input("strength", default=0.5, min=0.0, max=2.0, step=0.05),
+                    io.Float.Input("strength", default=0.5, min=0.0, max=2.0, step=0.05,
+                                   tooltip="Sharpening gain inside the eye masks; 0 = unchanged."),
                     GAGAVATAR_SOURCE.Input("source", optional=True)],
             outputs=[io.Image.Output(display_name="frames")],
         )
@@ -182,8 +185,9 @@ class GAGAvatarEnhancedAnimate(io.ComfyNode):
                         "expression + gaze correction before rendering, detail + eye enhancement after.",
             inputs=[io.Custom("GAGAVATAR_MODEL").Input("model"), FLAME_MODEL.Input("flame"),
                     GAGAVATAR_SOURCE.Input("source"), GAGAVATAR_DRIVER.Input("driver"),
-                    io.Combo.Input("preset", options=list(PRESETS), default="enhanced"),
-                    io.Int.Input("batch_size", default=1, min=1, max=64)],
+                    io.Combo.Input("preset", options=list(PRESETS), default="enhanced",
+                                   tooltip="enhanced = all improvements on; or one of them alone; none = plain."),
+                    io.Int.Input("batch_size", default=1, min=1, max=64, tooltip="Frames per call.")],
             outputs=[io.Image.Output(display_name="frames"), io.Float.Output(display_name="fps")],
         )
 

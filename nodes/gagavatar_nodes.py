@@ -49,7 +49,7 @@ class GAGAvatarModelLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, ckpt_name, **_):
+    def validate_inputs(cls, ckpt_name):  # no **kwargs: that would switch off the built-in min/max checks
         return model_file_problem("gagavatar", ckpt_name, "GAGAvatar Model Loader") or True
 
     @classmethod

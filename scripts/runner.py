@@ -58,6 +58,29 @@ def apply_overrides(prompt: dict, overrides: list[str]) -> dict:
     return prompt
 
 
+# Loader inputs that name a model file: (class_type, input) -> model folder under models/.
+MODEL_INPUTS = {
+    ("Diff2LipModelLoader", "ckpt_name"): "diff2lip",
+    ("GAGAvatarModelLoader", "ckpt_name"): "gagavatar",
+    ("GAGAvatarFLAMELoader", "flame_name"): "flame",
+    ("UpscaleModelLoader", "model_name"): "upscale_models",
+}
+
+
+def missing_model_files(prompt: dict, models_dir: Path) -> list[str]:
+    """One message per model file the prompt names that is not in ``models_dir`` (with how to get it)."""
+    from ..weights.fetch import missing_message_for_file
+
+    messages = []
+    for node_id, node in prompt.items():
+        for name, value in node["inputs"].items():
+            folder = MODEL_INPUTS.get((node["class_type"], name))
+            if folder and isinstance(value, str) and not (models_dir / folder / value).is_file():
+                messages.append(f"node {node_id} ({node['class_type']}) needs {models_dir / folder / value}.\n  "
+                                + missing_message_for_file(value, folder, models_dir))
+    return messages
+
+
 def print_progress(_client, msg: dict) -> None:
     kind, data = msg["type"], msg.get("data", {})
     if kind == "executing" and data.get("node"):
@@ -131,6 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models-dir", type=Path, help="models folder for the embedded server "
                                                     "(default: $TALKINGHEAD_MODELS_DIR or ~/.cache/talkinghead/models)")
     ap.add_argument("--output-dir", type=Path, default=Path("output"), help="where output files are copied")
+    ap.add_argument("--sample-media", action="store_true",
+                    help="put the bundled sample clip and speech into the input folder (real public-domain portrait and "
+                         "LibriVox speech; nothing is downloaded) for the workflows' default file names")
+    ap.add_argument("--sample-seconds", type=float, default=4.0, help="length of the sample media")
     ap.add_argument("--gpu", action="store_true", help="let the embedded server use the GPU (default: --cpu)")
     ap.add_argument("--timeout", type=float, default=6 * 3600, help="seconds to wait for the run")
     args = ap.parse_args(argv)
@@ -148,11 +175,20 @@ def main(argv: list[str] | None = None) -> int:
     models = args.models_dir or Path(os.environ.get("TALKINGHEAD_MODELS_DIR",
                                                     Path.home() / ".cache" / "talkinghead" / "models"))
     models.mkdir(parents=True, exist_ok=True)
+    missing = missing_model_files(prompt, models)
+    if missing:
+        print("Model files are missing; nothing was run:\n" + "\n".join(missing), file=sys.stderr)
+        return 3
     with tempfile.TemporaryDirectory(prefix="talkinghead-run-") as work:
         server = ComfyServer(Path(work), REPO, models_dir=models.resolve(), cpu=not args.gpu)
         server.prepare()
         for f in args.inputs:
             shutil.copy(f, server.input / f.name)
+        if args.sample_media:
+            from .build_workflows import SAMPLE_SPEECH, SAMPLE_VIDEO
+            from .sample_media import write_sample_media
+
+            write_sample_media(server.input, SAMPLE_VIDEO, SAMPLE_SPEECH, seconds=args.sample_seconds)
         print(f"starting ComfyUI (models: {models}) ...", flush=True)
         server.start()
         try:

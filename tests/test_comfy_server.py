@@ -10,8 +10,35 @@ PACK_DIR_NAME = "ComfyUI-TalkingHead.test"  # dashes and a dot: users rename the
 pytestmark = pytest.mark.server
 
 EXPECTED_NODES = {
+    "TalkingHeadLoadAudio": ({"audio"}, ["AUDIO"]),
     "Diff2LipModelLoader": ({"ckpt_name", "precision", "num_head_channels"}, ["DIFF2LIP_MODEL"]),
     "Diff2LipModelInfo": ({"model"}, ["STRING"]),
+    "Diff2LipFaceDetectorLoader": ({"detector", "min_confidence", "max_side"}, ["DIFF2LIP_FACE_DETECTOR"]),
+    "Diff2LipLipSync": ({"frames", "audio", "fps", "model", "detector", "quality", "custom_steps", "seed",
+                         "batch_size", "face", "face_index", "close_mouth_in_silence", "upscale_model"},
+                        ["IMAGE", "AUDIO", "MASK", "STRING"]),
+    "Diff2LipAudioCleanup": ({"audio", "denoise", "compress", "target_lufs", "offset_ms"}, ["AUDIO"]),
+    "Diff2LipLipMaskComposite": ({"original", "generated", "generated_mask", "mode", "expansion", "feather",
+                                  "adaptive_gain"}, ["IMAGE", "MASK"]),
+    "Diff2LipColorMatch": ({"original", "generated", "mask", "method"}, ["IMAGE"]),
+    "Diff2LipTemporalSmooth": ({"frames", "mask", "strength", "method"}, ["IMAGE"]),
+    "Diff2LipDenoiseRegion": ({"frames", "mask", "method", "strength"}, ["IMAGE"]),
+    "Diff2LipSharpen": ({"frames", "mask", "strength", "sigma"}, ["IMAGE"]),
+    "Diff2LipQualityMetrics": ({"original", "output", "generated_mask", "composite_mask"}, ["STRING"]),
+    "GAGAvatarModelLoader": ({"ckpt_name", "precision"}, ["GAGAVATAR_MODEL"]),
+    "GAGAvatarFLAMELoader": ({"flame_name"}, ["FLAME_MODEL"]),
+    "GAGAvatarLoadTrackedDriver": ({"driver_path", "fps", "max_frames"}, ["GAGAVATAR_DRIVER", "IMAGE", "FLOAT"]),
+    "GAGAvatarLoadTrackedSource": ({"source_path", "frame_index"}, ["GAGAVATAR_SOURCE", "IMAGE"]),
+    "GAGAvatarEncodeSource": ({"model", "source"}, ["GAGAVATAR_AVATAR"]),
+    "GAGAvatarAnimate": ({"model", "flame", "avatar", "driver", "batch_size"}, ["LATENT"]),
+    "GAGAvatarRefine": ({"model", "splats", "reference_noise"}, ["IMAGE"]),
+    "GAGAvatarAnimateImages": ({"model", "flame", "source", "driver"}, ["IMAGE", "FLOAT"]),
+    "GAGAvatarSmoothDriver": ({"driver", "method", "ema_alpha", "noise_ratio"}, ["GAGAVATAR_DRIVER"]),
+    "GAGAvatarRegionExpression": ({"driver", "flame", "mouth_weight", "blend"}, ["GAGAVATAR_DRIVER"]),
+    "GAGAvatarGazeCorrect": ({"driver", "flame", "strength", "source"}, ["GAGAVATAR_DRIVER"]),
+    "GAGAvatarDetailEnhance": ({"frames", "strength", "face_mask"}, ["IMAGE"]),
+    "GAGAvatarEyeEnhance": ({"frames", "driver", "flame", "strength"}, ["IMAGE"]),
+    "GAGAvatarEnhancedAnimate": ({"model", "flame", "source", "driver", "preset"}, ["IMAGE", "FLOAT"]),
 }
 
 
@@ -24,12 +51,19 @@ def test_pack_imports_without_errors(comfy_server):
 
 def test_every_node_is_registered_with_its_sockets(comfy_server):
     info = comfy_server.get("/object_info")
+    ours = {name for name, node in info.items() if PACK_DIR_NAME in node.get("python_module", "")}
+    assert ours == set(EXPECTED_NODES), f"unexpected: {ours - set(EXPECTED_NODES)}, missing: {set(EXPECTED_NODES) - ours}"
     for node_id, (inputs, outputs) in EXPECTED_NODES.items():
         assert node_id in info, f"{node_id} missing from /object_info"
         declared = info[node_id]["input"]
         names = set(declared.get("required", {})) | set(declared.get("optional", {}))
         assert inputs <= names, f"{node_id}: inputs {sorted(names)} lack {sorted(inputs - names)}"
         assert info[node_id]["output"] == outputs
+        assert info[node_id]["description"], f"{node_id} has no description"
+        for name, spec in {**declared.get("required", {}), **declared.get("optional", {})}.items():
+            if spec[0] in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO") and len(spec) > 1 and name not in (
+                    "ckpt_name", "flame_name", "audio", "detector"):
+                assert spec[1].get("tooltip"), f"{node_id}.{name} has no tooltip"
 
 
 def test_loader_lists_model_folder_and_runs_through_prompt(comfy_server):
@@ -63,7 +97,13 @@ def test_missing_combo_value_and_wrong_link_type_are_rejected(comfy_server):
     # 0.3.75 does not check V3 combo values itself; the loader's validate_inputs does, naming the file and the fix.
     assert status == 400, body
     message = str(body["node_errors"]["1"])
-    assert "missing.pt" in message and "weights fetch" in message
+    assert "missing.pt" in message and "talkinghead.py weights list" in message
+    status, body = comfy_server.queue({
+        "1": {"class_type": "Diff2LipModelLoader",
+              "inputs": {"ckpt_name": "checkpoint.pt", "precision": "auto", "num_head_channels": 64}},
+        "2": {"class_type": "Diff2LipModelInfo", "inputs": {"model": ["1", 0]}},
+    })
+    assert status == 400 and "weights fetch diff2lip --accept-licence cc-by-nc-4.0" in str(body["node_errors"]["1"])
     status, body = comfy_server.queue({
         "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
         "2": {"class_type": "Diff2LipModelInfo", "inputs": {"model": ["1", 0]}},
