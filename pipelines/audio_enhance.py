@@ -21,8 +21,7 @@ import math
 
 import numpy as np
 
-RELEASE_MEL_CONFIG = {"n_mels": 80, "sample_rate": 16000, "n_fft": 800, "hop_length": 200, "win_length": 800,
-                      "fmin": 55.0, "fmax": 7600.0}
+from .diff2lip.audio import MEL_CONFIG as RELEASE_MEL_CONFIG  # the mel the released checkpoint was trained on
 
 
 def _mono(wav, name: str = "wav") -> np.ndarray:

@@ -12,7 +12,7 @@ import torch
 from talkinghead.models.diff2lip import load_diff2lip
 from talkinghead.pipelines.diff2lip import (composite_lower_half, crop_faces, crops_to_model, ddim_sample,
                                             ddim_schedule, ddim_timesteps, linear_betas, lipsync, mel_windows,
-                                            melspectrogram, model_to_crops, paste_faces, pick_face, seeded_noise,
+                                            melspectrogram, model_to_crops, paste_faces, seeded_noise,
                                             smooth_boxes, window_start)
 
 ATOL = 1e-4  # fixture README: forward outputs and DDIM samples
@@ -203,8 +203,10 @@ def test_paste_upscale_hook_and_lower_half(facecrop):
         seen.append(crop.shape)
         return np.full((256, 256, 3), 200, np.uint8)
 
-    pasted = paste_faces(frames, crop_faces(frames, boxes, 128), boxes, upscale=upscale, lower_half=True)
-    assert seen == [(128, 128, 3)] * 2
+    paste_faces(frames, crop_faces(frames, boxes, 128), boxes, upscale=upscale, lower_half=True)
+    assert seen == []  # boxes no larger than the crop: super-resolution would only be thrown away
+    pasted = paste_faces(frames, crop_faces(frames, boxes, 32), boxes, upscale=upscale, lower_half=True)
+    assert seen == [(32, 32, 3)] * 2
     y1, y2, x1, x2 = boxes[0]
     middle = y1 + (y2 - y1) // 2
     assert (pasted[0, middle:y2, x1:x2] == 200).all()
@@ -223,16 +225,6 @@ def test_crops_round_trip_through_model_range(facecrop):
 
 
 # --- face choice and the orchestrator -------------------------------------------------------------------------------
-
-def test_pick_face():
-    faces = [(50, 0, 60, 10, 0.9), (0, 0, 30, 30, 0.6), (80, 0, 100, 15, 0.99)]
-    assert pick_face(faces, "largest") == faces[1]
-    assert pick_face(faces, "best") == faces[2]
-    assert pick_face(faces, 0) == faces[1] and pick_face(faces, 2) == faces[2]
-    assert pick_face(faces, 3) is None and pick_face([], "largest") is None
-    with pytest.raises(ValueError, match="pick"):
-        pick_face(faces, "middle")
-
 
 FACE_BOX = (24, 12, 72, 60, 0.98)  # x1, y1, x2, y2, score
 NO_FACE_FRAME = 2

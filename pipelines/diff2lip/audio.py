@@ -6,6 +6,9 @@ import numpy as np
 from scipy.signal import lfilter
 
 SAMPLE_RATE = 16000
+# The mel the released checkpoint was trained on (Wav2Lip's hparams); anything else is refused for it.
+MEL_CONFIG = {"n_mels": 80, "sample_rate": SAMPLE_RATE, "n_fft": 800, "hop_length": 200, "win_length": 800,
+              "fmin": 55.0, "fmax": 7600.0}
 MEL_FRAMES_PER_SECOND = 80  # hop 200 at 16 kHz
 WINDOW_MEL_FRAMES = 16  # 200 ms of audio per video frame
 REFERENCE_FPS = 25.0
@@ -26,9 +29,11 @@ def melspectrogram(wav_16k: np.ndarray) -> np.ndarray:
     elif not np.issubdtype(wav.dtype, np.floating):
         raise ValueError(f"wav_16k must be float in [-1, 1] or int16, got {wav.dtype}")
     emphasised = lfilter([1, -0.97], [1], wav)
-    spectrum = np.abs(librosa.stft(y=emphasised, n_fft=800, hop_length=200, win_length=800, window="hann",
-                                   center=True, pad_mode="constant"))
-    mel_basis = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=800, n_mels=80, fmin=55, fmax=7600)
+    cfg = MEL_CONFIG
+    spectrum = np.abs(librosa.stft(y=emphasised, n_fft=cfg["n_fft"], hop_length=cfg["hop_length"],
+                                   win_length=cfg["win_length"], window="hann", center=True, pad_mode="constant"))
+    mel_basis = librosa.filters.mel(sr=cfg["sample_rate"], n_fft=cfg["n_fft"], n_mels=cfg["n_mels"], fmin=cfg["fmin"],
+                                    fmax=cfg["fmax"])
     min_level = np.exp(-100 / 20 * np.log(10))
     db = 20 * np.log10(np.maximum(min_level, np.dot(mel_basis, spectrum))) - 20
     return np.clip(8.0 * ((db + 100) / 100) - 4.0, -4.0, 4.0)

@@ -55,14 +55,16 @@ def model_to_crops(images: torch.Tensor, dtype: np.dtype) -> np.ndarray:
 
 def paste_face(frame: np.ndarray, face: np.ndarray, box, upscale: Upscale | None = None,
                lower_half: bool = False) -> tuple[int, int, int, int]:
-    """Write ``face`` (optionally enlarged by ``upscale`` first) resized into ``box`` of ``frame``, in place.
+    """Write ``face`` (enlarged by ``upscale`` first when the box is larger than it) resized into ``box`` of ``frame``,
+    in place.
 
     The reference writes the whole box (upper half resampled twice); ``lower_half=True`` writes only the box rows
     from ``(y2 - y1) // 2`` down, i.e. the generated half, and leaves the rest of the frame bit-identical.
     Returns the written region (y1, y2, x1, x2).
     """
     y1, y2, x1, x2 = (int(v) for v in box)
-    if upscale is not None:
+    # Super-resolution only pays off when the box is larger than the generated crop (seed phase 2.2).
+    if upscale is not None and (y2 - y1 > face.shape[0] or x2 - x1 > face.shape[1]):
         face = np.asarray(upscale(face))
         if face.ndim != 3 or face.shape[2] != 3:
             raise ValueError(f"upscale must return an [H,W,3] crop, got shape {face.shape}")

@@ -7,28 +7,13 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from ..face_detection import pick_face
 from .audio import mel_windows, melspectrogram
 from .crops import Upscale, crop_faces, crops_to_model, model_to_crops, paste_face, smooth_boxes
 from .diffusion import composite_lower_half, ddim_sample, seeded_noise
 
 Detection = Sequence[float]  # (x1, y1, x2, y2, score)
 Detector = Callable[[np.ndarray], Sequence[Detection]]
-
-
-def pick_face(detections: Sequence[Detection], pick: str | int = "largest") -> Detection | None:
-    """Choose one face: ``"largest"`` (box area), ``"best"`` (highest score, the reference's S3FD choice) or an int
-    index counted left to right (by x1); None when there is no such face."""
-    faces = [tuple(d) for d in detections if d[2] > d[0] and d[3] > d[1]]
-    if not faces:
-        return None
-    if pick == "largest":
-        return max(faces, key=lambda d: (d[2] - d[0]) * (d[3] - d[1]))
-    if pick == "best":
-        return max(faces, key=lambda d: d[4] if len(d) > 4 else 0.0)
-    if isinstance(pick, (int, np.integer)) and not isinstance(pick, bool) and pick >= 0:
-        ordered = sorted(faces, key=lambda d: d[0])
-        return ordered[pick] if pick < len(ordered) else None
-    raise ValueError(f"pick must be 'largest', 'best' or a face index >= 0 (left to right), got {pick!r}")
 
 
 def _as_uint8(frame: np.ndarray) -> np.ndarray:
@@ -82,7 +67,7 @@ def lipsync(frames: np.ndarray, wav_16k: np.ndarray, fps: float, model, detect: 
     frames: [N,H,W,3] RGB, uint8 or float 0..1; wav_16k: mono 16 kHz; fps: frame rate of ``frames`` (mel windows are
     placed by time, one per frame, see :func:`mel_windows`); model: a loaded Diff2Lip UNet (crops use its
     ``image_size``); detect(frame_rgb_uint8) -> [(x1, y1, x2, y2, score), ...]; pick: which face (see
-    :func:`pick_face`); pads: (top, bottom, left, right) added to each box.
+    :func:`pipelines.face_detection.pick_face`); pads: (top, bottom, left, right) added to each box.
 
     As the reference (cross mode): each face is its own reference, one seeded noise draw serves as x_T and as the
     masked-half noise of every frame, and DDIM uses ``steps`` steps (25 in the release).  Frames without a face pass
