@@ -261,13 +261,18 @@ def test_load_tracker_names_every_missing_file_then_loads(tmp_path):
     for path in (folder, fd_folder, models / "flame"):
         path.mkdir(parents=True)
     with pytest.raises(FileNotFoundError) as missing:
-        load_tracker(folder, matting="none")
+        load_tracker(folder)
     for name in ("vgg_heads_l.trcd", "lmks_2d.pt", "EMICA-CVT_flame2020_notexture.pt", "ins_scrfd_10g_bnkps.onnx",
-                 "s3fd-619a316812.pth", "2DFAN4-11f355bf06.pth.tar", "FLAME_with_eye.pt"):
+                 "stylematte_synth.pt", "s3fd-619a316812.pth", "2DFAN4-11f355bf06.pth.tar", "FLAME_with_eye.pt"):
         assert name in str(missing.value)
     _write_official_files(folder, fd_folder, models / "flame" / "FLAME_with_eye.pt")
-    tracker = load_tracker(folder, matting="none")
-    assert tracker.matting is None and tracker.flame.has_landmarks
+    with pytest.raises(FileNotFoundError, match="stylematte_synth.pt"):
+        load_tracker(folder)
+    assert load_tracker(folder, matting="none").matting is None  # no matting: that file is not needed
+    torch.save(synth.small_stylematte().state_dict(), folder / "stylematte_synth.pt")
+    tracker = load_tracker(folder)
+    assert tracker.matting_method == "stylematte" and tracker.flame.has_landmarks
+    assert tracker.matting(torch.rand(3, 64, 64) * 255).shape == (64, 64)
     assert tracker.vgghead(_image(synth.head_frame(120, 160, (80, 60), (20, 25)))) is not None
     torch.save(synthetic_flame(num_vertices=64, num_faces=120, with_landmarks=False), tmp_path / "plain.pt")
     with pytest.raises(ValueError, match="70-point"):

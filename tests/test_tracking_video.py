@@ -159,3 +159,16 @@ def test_track_image_gives_a_one_frame_source(models, tmp_path):
     np.testing.assert_allclose(reloaded.shapecode, record.shapecode)
     with pytest.raises(ValueError, match="no head"):
         track_image(np.zeros((64, 64, 3), np.uint8), models, steps=STEPS)
+
+
+def test_matting_composites_the_crop_onto_black(models):
+    import dataclasses
+
+    def left_half_background(crop: torch.Tensor) -> torch.Tensor:
+        alpha = torch.ones(crop.shape[1:])
+        alpha[:, : crop.shape[2] // 2] = 0.0
+        return alpha
+
+    matted = dataclasses.replace(models, matting=left_half_background, matting_method="test")
+    record = track_image(synth.head_frame(200, 150, centre=(75, 90), radii=(30, 40)), matted, steps=STEPS)
+    assert record.images[0, :, :256].max() == 0 and record.images[0, :, 300:].max() > 150

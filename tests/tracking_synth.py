@@ -135,3 +135,13 @@ def head_frame(height: int, width: int, centre: tuple[float, float], radii: tupl
     frame = np.zeros((height, width, 3), np.uint8)
     frame[inside] = (230, 200, 180)
     return frame
+
+
+def small_stylematte(seed: int = 0):
+    """StyleMatte of the released topology (Swin 4 stages with patch merging, 3-level deformable pixel decoder with
+    one FPN step, fused head) with narrow widths; GroupNorm(32) needs widths that are multiples of 32."""
+    from talkinghead.models.track_matting import PixelDecoder, StyleMatte, SwinBackbone
+
+    backbone = SwinBackbone(8, 4, [2, 2, 2, 2], [1, 2, 2, 4], 7, 2.0)
+    decoder = PixelDecoder([8, 16, 32, 64], 32, 32, 2, 64, 8, 4, 3, 1)
+    return _randomise(StyleMatte(backbone, decoder, 32), seed)

@@ -32,9 +32,9 @@ from .temporal import (BOX_ALPHA, CAMERA_ALPHA, EYE_ALPHA, ema, fill_camera_gaps
 
 Progress = Callable[[int, int], None] | None
 FILES = {"vgghead": "vgg_heads_l.trcd", "landmarks": "lmks_2d.pt", "emica": "EMICA-CVT_flame2020_notexture.pt",
-         "scrfd": "ins_scrfd_10g_bnkps.onnx"}
+         "scrfd": "ins_scrfd_10g_bnkps.onnx", "matting": "stylematte_synth.pt"}
 FLAME_FILE, S3FD_FILE, FAN_FILE = "FLAME_with_eye.pt", "s3fd-619a316812.pth", "2DFAN4-11f355bf06.pth.tar"
-MATTING_CHOICES = ("selfie", "none")
+MATTING_CHOICES = ("stylematte", "selfie", "none")
 
 
 @dataclass
@@ -89,14 +89,14 @@ def _selfie_matting() -> Callable:
 
 
 def load_tracker(folder, device: str | torch.device = "cpu", flame=None, face_detection_folder=None,
-                 matting: str = "selfie") -> TrackerModels:
+                 matting: str = "stylematte") -> TrackerModels:
     """Load the tracker's released files from ``folder`` (``models/gagavatar/track/``).
 
     ``flame``: a loaded FLAME layer or a path (default ``<models>/flame/FLAME_with_eye.pt``; it must carry the
     70-point ``*_with_eye`` landmark embedding).  ``face_detection_folder``: where ``s3fd-619a316812.pth`` and
-    ``2DFAN4-11f355bf06.pth.tar`` are (default ``<models>/face_detection``).  ``matting``: 'selfie' (MediaPipe
-    selfie segmentation from the mediapipe wheel — NOT the reference's StyleMatte, which is not implemented yet) or
-    'none'.  Raises FileNotFoundError naming every missing file.
+    ``2DFAN4-11f355bf06.pth.tar`` are (default ``<models>/face_detection``).  ``matting``: 'stylematte' (the
+    released ``stylematte_synth.pt``, as the reference), 'selfie' (MediaPipe selfie segmentation from the mediapipe
+    wheel: a fallback without that file, NOT the reference's matte) or 'none'.  Raises FileNotFoundError naming every missing file.
     """
     from ...models.flame import FlameLayer, load_flame
     from ...models.track_emica import load_emica
@@ -109,7 +109,7 @@ def load_tracker(folder, device: str | torch.device = "cpu", flame=None, face_de
     folder = Path(folder)
     models_dir = folder.parent.parent
     fd_folder = Path(face_detection_folder) if face_detection_folder else models_dir / "face_detection"
-    paths = {name: folder / file for name, file in FILES.items()}
+    paths = {name: folder / file for name, file in FILES.items() if name != "matting" or matting == "stylematte"}
     paths["s3fd"], paths["fan"] = fd_folder / S3FD_FILE, fd_folder / FAN_FILE
     if not isinstance(flame, FlameLayer):
         paths["flame"] = Path(flame) if flame is not None else models_dir / "flame" / FLAME_FILE
@@ -121,7 +121,13 @@ def load_tracker(folder, device: str | torch.device = "cpu", flame=None, face_de
     if not flame_layer.has_landmarks:
         raise ValueError("flame: this FLAME file has no 70-point '*_with_eye' landmark embedding, which tracking "
                          "needs; use the FLAME_with_eye.pt distributed with the tracker")
-    matte = _selfie_matting() if matting == "selfie" else None
+    matte = None
+    if matting == "stylematte":
+        from ...models.track_matting import load_stylematte
+
+        matte = load_stylematte(paths["matting"], device)
+    elif matting == "selfie":
+        matte = _selfie_matting()
     from .face_box import FanFaceBox
 
     return TrackerModels(
