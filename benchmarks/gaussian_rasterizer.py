@@ -4,7 +4,11 @@ The cloud imitates GAGAvatar's layout (5,023 points on a head-sized ellipsoid pl
 scales and opacities chosen so the projected radii match the formula-weight render fixture (mean ≈ 33 px,
 5th–95th percentile ≈ 22–47 px, ~4.1 M Gaussian–tile rectangle pairs; gagavatar.md §9.8, §10).
 
-    .venv/bin/python benchmarks/gaussian_rasterizer.py [--repeat 2] [--threads 2] [--backend torch]
+    .venv/bin/python benchmarks/gaussian_rasterizer.py [--repeat 2] [--threads 2] [--backend torch|gsplat]
+
+Without --backend it times the torch path, and on CUDA also the gsplat path when gsplat imports.  On a CPU shared
+with other busy processes, torch's OpenMP threads wait on each other at every operation and 2 threads can be many
+times slower than 1 (compare --threads 1).
 """
 from __future__ import annotations
 
@@ -76,9 +80,9 @@ def main():
     parser.add_argument("--channels", type=int, default=32)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--backend", default="torch", choices=["torch", "gsplat", "auto"])
+    parser.add_argument("--backend", choices=["torch", "gsplat", "auto"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--tiles-per-batch", type=int, default=64)
+    parser.add_argument("--tiles-per-batch", type=int, default=256)
     parser.add_argument("--chunk-size", type=int, default=32)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -101,21 +105,25 @@ def main():
         f"the tile rectangles, {lists.gaussians.numel()} after the alpha >= 1/255 tile test"
     )
 
-    for run in range(args.repeat):
-        if args.device.startswith("cuda"):
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        image, alpha, _ = raster.rasterize(
-            means, scales, rotations, opacities, features, view, proj, tanfov, tanfov, args.size, args.size,
-            background, backend=args.backend, tiles_per_batch=args.tiles_per_batch, chunk_size=args.chunk_size,
-        )
-        if args.device.startswith("cuda"):
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - start
-        print(
-            f"run {run}: {seconds:.2f} s  backend={args.backend} device={args.device} threads={args.threads} "
-            f"{args.size}x{args.size}x{args.channels}  mean alpha {alpha.mean():.4f}"
-        )
+    backends = [args.backend] if args.backend else ["torch"]
+    if args.backend is None and args.device.startswith("cuda") and raster._gsplat_importable():
+        backends.append("gsplat")
+    for backend in backends:
+        for run in range(args.repeat):
+            if args.device.startswith("cuda"):
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            image, alpha, _ = raster.rasterize(
+                means, scales, rotations, opacities, features, view, proj, tanfov, tanfov, args.size, args.size,
+                background, backend=backend, tiles_per_batch=args.tiles_per_batch, chunk_size=args.chunk_size,
+            )
+            if args.device.startswith("cuda"):
+                torch.cuda.synchronize()
+            seconds = time.perf_counter() - start
+            print(
+                f"run {run}: {seconds:.2f} s  backend={backend} device={args.device} threads={args.threads} "
+                f"{args.size}x{args.size}x{args.channels}  mean alpha {alpha.mean():.4f}"
+            )
 
 
 if __name__ == "__main__":
