@@ -159,6 +159,10 @@ def test_track_image_gives_a_one_frame_source(models, tmp_path):
     np.testing.assert_allclose(reloaded.shapecode, record.shapecode)
     with pytest.raises(ValueError, match="no head"):
         track_image(np.zeros((64, 64, 3), np.uint8), models, steps=STEPS)
+    with torch.inference_mode():  # ComfyUI runs nodes in inference mode; the fit still gets its gradients
+        image = torch.from_numpy(synth.head_frame(200, 150, centre=(75, 90), radii=(30, 40))).float() / 255
+        again = track_image(image, models, key="portrait", steps=STEPS)
+    np.testing.assert_allclose(again.transform_matrix, record.transform_matrix, atol=1e-4)
 
 
 def test_matting_composites_the_crop_onto_black(models):
