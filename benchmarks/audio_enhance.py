@@ -10,7 +10,6 @@ cost of every stage in ms (wall and process CPU) per second of audio.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 import time
@@ -25,12 +24,10 @@ RATE = 16000
 
 def _import_pack():
     """Import the pack under a fixed name (its modules use relative imports) and the test-media helpers."""
-    if "talkinghead" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("talkinghead", REPO / "__init__.py",
-                                                      submodule_search_locations=[str(REPO)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["talkinghead"] = module
-        spec.loader.exec_module(module)
+    sys.path.insert(0, str(REPO / "scripts"))
+    from import_pack import import_pack
+
+    import_pack()
     sys.path.insert(0, str(REPO / "tests"))
     import media
     from talkinghead.pipelines import audio_enhance

@@ -11,7 +11,6 @@ boundary ΔE before/after colour matching, residual noise std before/after denoi
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import time
 from pathlib import Path
@@ -23,12 +22,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _import_pack():
     """Import the pack under a fixed name (its modules use relative imports) and the test-media helpers."""
-    if "talkinghead" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("talkinghead", REPO / "__init__.py",
-                                                      submodule_search_locations=[str(REPO)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["talkinghead"] = module
-        spec.loader.exec_module(module)
+    sys.path.insert(0, str(REPO / "scripts"))
+    from import_pack import import_pack
+
+    import_pack()
     sys.path.insert(0, str(REPO / "tests"))
     import diff2lip_enhance_media
     from talkinghead.pipelines import diff2lip_enhance

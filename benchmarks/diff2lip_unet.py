@@ -11,7 +11,6 @@ size, for the reference-style path (legacy einsum attention, audio encoder insid
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import math
 import sys
 import time
@@ -25,12 +24,10 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 def _import_pack():
     """Import the pack under a fixed name (its modules use relative imports)."""
-    if "talkinghead" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("talkinghead", REPO / "__init__.py",
-                                                      submodule_search_locations=[str(REPO)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["talkinghead"] = module
-        spec.loader.exec_module(module)
+    sys.path.insert(0, str(REPO / "scripts"))
+    from import_pack import import_pack
+
+    import_pack()
     from talkinghead.models import diff2lip as model_module
     from talkinghead.pipelines import diff2lip as pipeline
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import math
 import sys
 import time
@@ -25,12 +24,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _import_pack():
     """Import the repo as the package ``talkinghead`` (its modules use relative imports)."""
-    if "talkinghead" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("talkinghead", REPO / "__init__.py",
-                                                      submodule_search_locations=[str(REPO)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["talkinghead"] = module
-        spec.loader.exec_module(module)
+    sys.path.insert(0, str(REPO / "scripts"))
+    from import_pack import import_pack
+
+    import_pack()
     from talkinghead.models import gagavatar
     return gagavatar
 

@@ -19,7 +19,6 @@ Timings are wall and process-CPU milliseconds per frame with OpenCV / torch limi
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import time
 from pathlib import Path
@@ -32,12 +31,10 @@ FLAME_FIXTURE = REPO.parent / "shared" / "fixtures" / "gagavatar" / "flame_synth
 
 def _import_pack():
     """Import the pack under a fixed name (its modules use relative imports, the folder name is the user's)."""
-    if "talkinghead" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("talkinghead", REPO / "__init__.py",
-                                                      submodule_search_locations=[str(REPO)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["talkinghead"] = module
-        spec.loader.exec_module(module)
+    sys.path.insert(0, str(REPO / "scripts"))
+    from import_pack import import_pack
+
+    import_pack()
     sys.path.insert(0, str(REPO / "tests"))
 
 

@@ -11,7 +11,6 @@ weights give Gaussians of about the formula-weight fixture's size, so the raster
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import statistics
@@ -28,12 +27,10 @@ SHARED = Path(os.environ.get("TALKINGHEAD_SHARED", REPO.parent / "shared"))
 
 def _import_pack():
     """Import the pack under a fixed name (its modules use relative imports; the folder name is the user's)."""
-    if "talkinghead" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("talkinghead", REPO / "__init__.py",
-                                                      submodule_search_locations=[str(REPO)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["talkinghead"] = module
-        spec.loader.exec_module(module)
+    sys.path.insert(0, str(REPO / "scripts"))
+    from import_pack import import_pack
+
+    import_pack()
     sys.path.insert(0, str(REPO / "tests"))  # the synthetic-data helpers shared with the tests
 
 

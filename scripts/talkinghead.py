@@ -4,19 +4,10 @@
 The repository is a ComfyUI custom-node package whose folder name users choose, so this launcher imports it under
 the fixed name ``talkinghead`` (the same way the tests do) instead of relying on ``python -m <folder>``.
 """
-import importlib.util
+import importlib
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def import_pack(name: str = "talkinghead"):
-    spec = importlib.util.spec_from_file_location(name, REPO / "__init__.py", submodule_search_locations=[str(REPO)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+from import_pack import import_pack  # this folder is on sys.path when the script runs
 
 
 def main(argv: list[str]) -> int:
@@ -24,9 +15,11 @@ def main(argv: list[str]) -> int:
     commands = {"run": "talkinghead.scripts.runner", "weights": "talkinghead.weights.fetch",
                 "build-workflows": "talkinghead.scripts.build_workflows"}
     if not argv or argv[0] not in commands:
-        print("usage: talkinghead.py {run,weights} ...\n"
+        print("usage: talkinghead.py {run,weights,build-workflows} ...\n"
               "  run WORKFLOW [--set NODE.INPUT=VALUE] ...  run a bundled workflow through ComfyUI\n"
-              "  weights {list,fetch,verify} ...            list / download / check model files", file=sys.stderr)
+              "  weights {list,fetch,verify} ...            list / download / check model files\n"
+              "  build-workflows [--url URL]                regenerate workflows/ from scripts/build_workflows.py",
+              file=sys.stderr)
         return 2
     module = importlib.import_module(commands[argv[0]])
     return module.main(argv[1:])

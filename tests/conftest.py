@@ -6,7 +6,6 @@ root as a package), without running the ComfyUI entry point.
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -18,17 +17,22 @@ SHARED = Path(os.environ.get("TALKINGHEAD_SHARED", REPO.parent / "shared")).reso
 FIXTURES = SHARED / "fixtures"
 
 
-def _import_repo_as_package(name: str = "talkinghead"):
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO / "__init__.py", submodule_search_locations=[str(REPO)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+sys.path.insert(0, str(REPO / "scripts"))
+from import_pack import import_pack  # noqa: E402
+
+import_pack("talkinghead")
 
 
-_import_repo_as_package()
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """For tiny models: on a busy 2-core machine extra torch threads only spin (up to 10x the CPU time).
+    Use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

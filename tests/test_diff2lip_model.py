@@ -13,13 +13,7 @@ from talkinghead.models.diff2lip import RELEASE_CONFIG, load_diff2lip
 FORWARD_ATOL = 1e-4  # fixture README: suggested tolerance for an fp32 re-implementation
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """The tiny model is too small to gain from threads; on a busy 2-core machine they only spin (10x CPU time)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
