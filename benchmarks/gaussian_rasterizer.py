@@ -13,7 +13,6 @@ times slower than 1 (compare --threads 1).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import time
 from pathlib import Path
@@ -25,30 +24,24 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _import_rasterizer():
     """Import the pack under a fixed name (its modules use relative imports, the folder name is the user's)."""
-    if "talkinghead" not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            "talkinghead", REPO / "__init__.py", submodule_search_locations=[str(REPO)]
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["talkinghead"] = module
-        spec.loader.exec_module(module)
+    sys.path.insert(0, str(REPO / "scripts"))
+    from import_pack import import_pack
+
+    import_pack()
     from talkinghead.models import gaussian_rasterizer
 
     return gaussian_rasterizer
 
 
-def camera_matrices(distance: float = 9.0, focal_ndc: float = 12.0, z_near: float = 0.01, z_far: float = 100.0):
-    """3DGS view/proj matrices (transposed layout) of a camera looking at the origin from +z, as GAGAvatar builds
-    them: PyTorch3D [R|T] rows with x and y negated, P = V @ K4ᵀ (gagavatar.md §3.2)."""
-    view = torch.eye(4)
-    view[3, 2] = distance
-    view[:, :2] *= -1
-    k4 = torch.zeros(4, 4)
-    k4[0, 0] = k4[1, 1] = focal_ndc
-    k4[3, 2] = 1.0
-    k4[2, 2] = z_far / (z_far - z_near)
-    k4[2, 3] = -z_far * z_near / (z_far - z_near)
-    return view, view @ k4.T, 1.0 / focal_ndc
+def front_camera(distance: float = 9.0, focal: float = 12.0):
+    """GAGAvatar's camera (pipelines.gagavatar.camera_matrices) looking at the origin from ``distance`` along +z."""
+    from talkinghead.pipelines.gagavatar import camera_matrices, camera_tanfov
+
+    transform = torch.zeros(3, 4)
+    transform[:, :3] = torch.eye(3)
+    transform[2, 3] = distance
+    view, proj = camera_matrices(transform, focal)
+    return view, proj, camera_tanfov(focal)[0]
 
 
 def head_like_cloud(seed: int = 0, channels: int = 32, plane_side: int = 296, surface_points: int = 5023):
@@ -89,7 +82,7 @@ def main():
     raster = _import_rasterizer()
 
     means, scales, rotations, opacities, features = head_like_cloud(channels=args.channels)
-    view, proj, tanfov = camera_matrices()
+    view, proj, tanfov = front_camera()
     tensors = [t.to(args.device) for t in (means, scales, rotations, opacities, features, view, proj)]
     means, scales, rotations, opacities, features, view, proj = tensors
     background = torch.zeros(args.channels, device=args.device)
