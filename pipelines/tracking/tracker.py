@@ -118,6 +118,8 @@ def load_tracker(folder, device: str | torch.device = "cpu", flame=None, face_de
         raise FileNotFoundError("GAGAvatar tracker files are missing:\n- " + "\n- ".join(missing))
     device = torch.device(device)
     flame_layer = flame if isinstance(flame, FlameLayer) else load_flame(paths["flame"], scale=5.0)
+    if flame_layer.scale != 5.0:
+        raise ValueError(f"flame: the tracker needs the FLAME layer at scale 5 (GAGAvatar's), got {flame_layer.scale}")
     if not flame_layer.has_landmarks:
         raise ValueError("flame: this FLAME file has no 70-point '*_with_eye' landmark embedding, which tracking "
                          "needs; use the FLAME_with_eye.pt distributed with the tracker")
