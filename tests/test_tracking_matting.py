@@ -15,13 +15,7 @@ import tracking_synth as synth
 from talkinghead.models.track_matting import (SwinBlock, _relative_position_index, build_stylematte,
                                               fast_guided_filter, load_stylematte, sine_position_embedding)
 
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small tensors: avoids OpenMP contention on the shared CI machine
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny tensors
 
 
 def test_state_dict_uses_the_transformers_key_layout():

@@ -19,13 +19,7 @@ from talkinghead.pipelines.tracking import load_tracker
 from talkinghead.pipelines.tracking.crops import ARCFACE_TEMPLATE, arcface_crop
 from talkinghead.pipelines.tracking.landmarks import wflw98_to_70
 
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small tensors: avoids OpenMP contention on the shared CI machine
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny tensors
 
 
 def _image(frame: np.ndarray) -> torch.Tensor:

@@ -13,6 +13,8 @@ from talkinghead.pipelines.tracking.camera import (matrix_to_rotation_6d, projec
                                                   start_camera, vgghead_6d_to_matrix)
 from talkinghead.pipelines.tracking.optimize import FitTargets, fit_camera_and_eyes, vgghead_targets
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny tensors
+
 BATCH = 2
 
 
@@ -25,15 +27,6 @@ def _random_rotations(count: int, seed: int) -> torch.Tensor:
 def _angle_deg(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     cosine = ((a.transpose(-1, -2) @ b).diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2
     return torch.rad2deg(torch.acos(cosine.clamp(-1, 1)))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Tiny tensors: one thread avoids OpenMP contention on the shared CI machine (10x faster here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -17,15 +17,9 @@ from talkinghead.pipelines.tracking.crops import head_crop, landmark_box, square
 from talkinghead.pipelines.tracking.temporal import (ema, fill_camera_gaps, fill_gaps, select_frames,
                                                      smooth_cameras)
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny tensors
+
 STEPS = 10
-
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: avoids OpenMP contention on the shared CI machine
-    yield
-    torch.set_num_threads(threads)
 
 
 def _bright_box(image: np.ndarray):
