@@ -286,3 +286,11 @@ def evaluate_smoothing(
         report[name] = {field: track_metrics(tracks[field], truth_tracks[field]) for field in truth_tracks}
     return report
 
+
+
+def frame_flicker(frames: np.ndarray) -> float:
+    """Mean absolute frame-to-frame change of rendered frames [T,H,W,3] (0 for a still video)."""
+    frames = np.asarray(frames, dtype=np.float32)
+    if len(frames) < 2:
+        raise ValueError(f"frames: need at least 2 frames to measure flicker, got {len(frames)}")
+    return float(np.abs(np.diff(frames, axis=0)).mean())
