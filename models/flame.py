@@ -247,7 +247,7 @@ def _float_tensor(value) -> torch.Tensor:
     return torch.as_tensor(to_numpy(value), dtype=torch.float32).clone()
 
 
-def _rodrigues(axis_angle: torch.Tensor) -> torch.Tensor:
+def rodrigues(axis_angle: torch.Tensor) -> torch.Tensor:
     """Rotation matrices [N,3,3] from axis-angles [N,3], SMPL-style (angle = |v + 1e-8|)."""
     angle = torch.norm(axis_angle + 1e-8, dim=1, keepdim=True)
     axis = axis_angle / angle
@@ -363,7 +363,7 @@ class FlameLayer(nn.Module):
 
         v_shaped = self.v_template + torch.einsum("bl,vkl->bvk", betas, self.shapedirs)
         joints = torch.einsum("jv,bvk->bjk", self.J_regressor, v_shaped)
-        rotations = _rodrigues(full_pose.reshape(-1, 3)).view(batch, -1, 3, 3)
+        rotations = rodrigues(full_pose.reshape(-1, 3)).view(batch, -1, 3, 3)
         eye3 = torch.eye(3, dtype=dtype, device=device)
         pose_feature = (rotations[:, 1:] - eye3).reshape(batch, -1)
         v_posed = v_shaped + (pose_feature @ self.posedirs).view(batch, -1, 3)

@@ -16,6 +16,7 @@ CATEGORY = "TalkingHead/Diff2Lip"
 ENHANCE = "TalkingHead/Diff2Lip/enhance"
 _models = ModelCache()
 _detectors = ModelCache()
+FACEMESH = "FaceMesh (built-in)"
 BUILTIN_DETECTORS = {"BlazeFace short-range (built-in)": "blazeface_short",
                      "BlazeFace full-range (built-in)": "blazeface_full"}
 
@@ -283,13 +284,17 @@ class Diff2LipLipMaskComposite(io.ComfyNode):
                                tooltip="How much the expansion grows with the mouth-opening ratio (0 = fixed)."),
                 io.Int.Input("smooth_window", default=5, min=1, max=31,
                              tooltip="Frames over which the opening ratio is smoothed."),
+                io.Combo.Input("landmarks", options=[FACEMESH, *model_files("face_detection")], default=FACEMESH,
+                               tooltip="Lip landmarks: MediaPipe FaceMesh (built in), or face-alignment's 68-point "
+                                       "FAN (2DFAN4-11f355bf06.pth.tar in models/face_detection)."),
             ],
             outputs=[io.Image.Output(display_name="frames"), io.Mask.Output(display_name="composite_mask")],
         )
 
     @classmethod
-    def execute(cls, original, generated, generated_mask, mode, expansion, feather, adaptive_gain, smooth_window):
-        from ..pipelines.diff2lip_enhance import composite, lip_composite_masks
+    def execute(cls, original, generated, generated_mask, mode, expansion, feather, adaptive_gain, smooth_window,
+                landmarks=FACEMESH):
+        from ..pipelines.diff2lip_enhance import FanLandmarker, composite, facemesh_landmarks, lip_composite_masks
 
         orig = image_to_numpy(original)
         gen, region = _frames_and_mask(generated, generated_mask)
@@ -298,8 +303,14 @@ class Diff2LipLipMaskComposite(io.ComfyNode):
         if mode == "hard box":
             masks = region
         else:
+            if landmarks == FACEMESH:
+                landmarker, scheme = facemesh_landmarks, "facemesh"
+            else:
+                path = resolve_model_file("face_detection", landmarks, "Diff2Lip Lip-Mask Composite")
+                landmarker, scheme = FanLandmarker(path, device=str(torch_device())), "fan68"
             masks, info = lip_composite_masks(orig, gen, region, expansion=expansion, feather=feather,
                                               adaptive_gain=adaptive_gain, smooth_window=smooth_window,
+                                              landmarker=landmarker, scheme=scheme,
                                               progress=progress_callback(2 * len(orig)))
             if info["num_fallback"]:
                 log.warning("Lip-Mask Composite: no landmarks in %d frames; used the hard region there",

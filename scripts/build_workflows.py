@@ -57,7 +57,7 @@ def diff2lip_enhanced() -> dict:
     g.update({
         "9": node("Diff2LipLipMaskComposite", "Lip-Mask Composite", original=["2", 0], generated=["7", 0],
                   generated_mask=["7", 2], mode="lip mask", expansion=1.2, feather=0.2, adaptive_gain=1.0,
-                  smooth_window=5),
+                  smooth_window=5, landmarks="FaceMesh (built-in)"),
         "10": node("Diff2LipColorMatch", "Colour Match", original=["2", 0], generated=["9", 0], mask=["9", 1],
                    method="lab_meanstd", band_px=8.0),
         "11": node("Diff2LipTemporalSmooth", "Temporal Smooth", frames=["10", 0], mask=["9", 1], strength=0.5,

@@ -236,3 +236,53 @@ def tiny_gagavatar_state_dict(num_vertices: int = 64, refine_levels: int = 4, se
     state = dict(network.state_dict())
     state["base_model.dino_model.mask_token"] = torch.zeros(1, embed)
     return random_weights(state, seed)
+
+
+# ---------------------------------------------------------------- formula weights and inputs (gagavatar.md §9.5-9.7)
+def _lowbias32(x: np.ndarray) -> np.ndarray:
+    mask = np.uint64(0xFFFFFFFF)
+    x = x ^ (x >> np.uint64(16))
+    x = (x * np.uint64(0x7FEB352D)) & mask
+    x = x ^ (x >> np.uint64(15))
+    x = (x * np.uint64(0x846CA68B)) & mask
+    return x ^ (x >> np.uint64(16))
+
+
+def formula_tensor(name: str, shape: list[int], index: int) -> np.ndarray:
+    """Deterministic value of manifest tensor number `index` (first matching rule wins)."""
+    n = int(np.prod(shape)) if shape else 1
+    offset = np.uint64(((index + 1) * 0x9E3779B9) & 0xFFFFFFFF)
+    u = _lowbias32((np.arange(n, dtype=np.uint64) + offset) & np.uint64(0xFFFFFFFF)).astype(np.float64) / 2 ** 32
+    s = 2 * u - 1
+    leaf = name.rsplit(".", 1)[-1]
+    if name.endswith(("norm1.weight", "norm2.weight", "norm.weight")):
+        value = 1 + 0.1 * s
+    elif leaf == "gamma":
+        value = 0.1 + 0.05 * s
+    elif name.endswith("modulation.bias"):
+        value = 1 + 0.1 * s
+    elif ".noises.noise" in name or name.endswith("constant_input.weight"):
+        value = np.sqrt(3) * s
+    elif leaf in ("cls_token", "pos_embed", "mask_token", "head_base"):
+        value = 0.02 * np.sqrt(3) * s
+    elif len(shape) == 1 or leaf == "bias":
+        value = 0.02 * s
+    else:
+        value = np.sqrt(3) * s / np.sqrt(n / shape[0])
+    return value.astype(np.float32).reshape(shape)
+
+
+def e2e_source_image() -> np.ndarray:
+    y, x = np.mgrid[0:518, 0:518].astype(np.float64)
+    c = np.arange(3, dtype=np.float64)[:, None, None]
+    image = (0.5 + 0.35 * np.sin(2 * np.pi * (x / 97 + c / 3)) * np.cos(2 * np.pi * y / 61)
+             + 0.1 * np.cos(2 * np.pi * (x + y) / 37))
+    return image.astype(np.float32)
+
+
+def refiner_input() -> np.ndarray:
+    y, x = np.mgrid[0:512, 0:512].astype(np.float64)
+    c = np.arange(32, dtype=np.float64)[:, None, None]
+    value = (0.5 * np.sin(2 * np.pi * (x * (c + 1) / 512 * 3 + y / 173))
+             + 0.25 * np.cos(2 * np.pi * y * (c % 5 + 1) / 512))
+    return value.astype(np.float16).astype(np.float32)

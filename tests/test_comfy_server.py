@@ -19,7 +19,7 @@ EXPECTED_NODES = {
                         ["IMAGE", "AUDIO", "MASK", "STRING"]),
     "Diff2LipAudioCleanup": ({"audio", "denoise", "compress", "target_lufs", "offset_ms"}, ["AUDIO"]),
     "Diff2LipLipMaskComposite": ({"original", "generated", "generated_mask", "mode", "expansion", "feather",
-                                  "adaptive_gain"}, ["IMAGE", "MASK"]),
+                                  "adaptive_gain", "landmarks"}, ["IMAGE", "MASK"]),
     "Diff2LipColorMatch": ({"original", "generated", "mask", "method"}, ["IMAGE"]),
     "Diff2LipTemporalSmooth": ({"frames", "mask", "strength", "method"}, ["IMAGE"]),
     "Diff2LipDenoiseRegion": ({"frames", "mask", "method", "strength"}, ["IMAGE"]),
@@ -61,8 +61,7 @@ def test_every_node_is_registered_with_its_sockets(comfy_server):
         assert info[node_id]["output"] == outputs
         assert info[node_id]["description"], f"{node_id} has no description"
         for name, spec in {**declared.get("required", {}), **declared.get("optional", {})}.items():
-            if spec[0] in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO") and len(spec) > 1 and name not in (
-                    "ckpt_name", "flame_name", "audio", "detector"):
+            if spec[0] in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO") and len(spec) > 1:
                 assert spec[1].get("tooltip"), f"{node_id}.{name} has no tooltip"
 
 

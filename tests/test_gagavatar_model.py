@@ -13,45 +13,12 @@ import pytest
 import torch
 
 import gagavatar_synth as synth
+from gagavatar_synth import e2e_source_image, formula_tensor, refiner_input
 from talkinghead.models.gagavatar import load_gagavatar
 
 ATOL = RTOL = 1e-4  # gagavatar.md §9.6 features and Gaussian parameters; §9.7 refiner (abs)
 GROUPS = {"global": slice(0, 5023), "local0": slice(5023, 92639), "local1": slice(92639, 180255)}
 TRAINING_ONLY = ("percep_loss.", "upsampler.toRGB.", "base_model.dino_model.mask_token")
-
-
-# ---------------------------------------------------------------- formula weights (gagavatar.md §9.5)
-def _lowbias32(x: np.ndarray) -> np.ndarray:
-    mask = np.uint64(0xFFFFFFFF)
-    x = x ^ (x >> np.uint64(16))
-    x = (x * np.uint64(0x7FEB352D)) & mask
-    x = x ^ (x >> np.uint64(15))
-    x = (x * np.uint64(0x846CA68B)) & mask
-    return x ^ (x >> np.uint64(16))
-
-
-def formula_tensor(name: str, shape: list[int], index: int) -> np.ndarray:
-    """Deterministic value of manifest tensor number `index` (first matching rule wins)."""
-    n = int(np.prod(shape)) if shape else 1
-    offset = np.uint64(((index + 1) * 0x9E3779B9) & 0xFFFFFFFF)
-    u = _lowbias32((np.arange(n, dtype=np.uint64) + offset) & np.uint64(0xFFFFFFFF)).astype(np.float64) / 2 ** 32
-    s = 2 * u - 1
-    leaf = name.rsplit(".", 1)[-1]
-    if name.endswith(("norm1.weight", "norm2.weight", "norm.weight")):
-        value = 1 + 0.1 * s
-    elif leaf == "gamma":
-        value = 0.1 + 0.05 * s
-    elif name.endswith("modulation.bias"):
-        value = 1 + 0.1 * s
-    elif ".noises.noise" in name or name.endswith("constant_input.weight"):
-        value = np.sqrt(3) * s
-    elif leaf in ("cls_token", "pos_embed", "mask_token", "head_base"):
-        value = 0.02 * np.sqrt(3) * s
-    elif len(shape) == 1 or leaf == "bias":
-        value = 0.02 * s
-    else:
-        value = np.sqrt(3) * s / np.sqrt(n / shape[0])
-    return value.astype(np.float32).reshape(shape)
 
 
 @pytest.fixture(scope="module")
@@ -88,22 +55,6 @@ def full_avatar(full_model, e2e):
 @pytest.fixture(scope="module")
 def full_gaussians(full_model, full_avatar, e2e):
     return full_model.gaussians(full_avatar, torch.from_numpy(e2e["t_points"])[None])
-
-
-def e2e_source_image() -> np.ndarray:
-    y, x = np.mgrid[0:518, 0:518].astype(np.float64)
-    c = np.arange(3, dtype=np.float64)[:, None, None]
-    image = (0.5 + 0.35 * np.sin(2 * np.pi * (x / 97 + c / 3)) * np.cos(2 * np.pi * y / 61)
-             + 0.1 * np.cos(2 * np.pi * (x + y) / 37))
-    return image.astype(np.float32)
-
-
-def refiner_input() -> np.ndarray:
-    y, x = np.mgrid[0:512, 0:512].astype(np.float64)
-    c = np.arange(32, dtype=np.float64)[:, None, None]
-    value = (0.5 * np.sin(2 * np.pi * (x * (c + 1) / 512 * 3 + y / 173))
-             + 0.25 * np.cos(2 * np.pi * y * (c % 5 + 1) / 512))
-    return value.astype(np.float16).astype(np.float32)
 
 
 # ---------------------------------------------------------------- full size: layout and numerics

@@ -272,7 +272,7 @@ def test_formula_weight_scene_renders_like_the_reference(gagavatar_fixtures):
     import json
 
     from talkinghead.models.gagavatar import load_gagavatar
-    from test_gagavatar_model import e2e_source_image, formula_tensor  # the §9.5 generator lives with the model tests
+    from gagavatar_synth import e2e_source_image, formula_tensor
 
     manifest = json.loads((gagavatar_fixtures / "model_full_keys.json").read_text())
     model = load_gagavatar({"model": {name: torch.from_numpy(formula_tensor(name, shape, k))

@@ -99,7 +99,7 @@ class FanLandmarker:
             import face_alignment
         except ImportError as error:
             raise ImportError(FACE_ALIGNMENT_HINT) from error
-        self._aligner = _local_file_aligner(face_alignment, path, device, flip_input)
+        self._aligner = local_file_aligner(face_alignment, path, device, flip_input)
 
     def __call__(self, frames, region_mask=None, progress: Callable[[int, int], None] | None = None):
         """68 points per frame; frames with an empty region mask (no face box) are reported as not found."""
@@ -121,7 +121,7 @@ class FanLandmarker:
         return points, found
 
 
-def _local_file_aligner(face_alignment, path: Path, device: str, flip_input: bool):
+def local_file_aligner(face_alignment, path: Path, device: str, flip_input: bool):
     """A ``face_alignment.FaceAlignment`` whose FAN weights come from ``path`` and whose detector is the no-weight
     'folder' detector (boxes are always passed in)."""
     import torch

@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from ...models.flame import _rodrigues  # SMPL-style Rodrigues (angle = |v + 1e-8|), the FLAME layer's own
+from ...models.flame import rodrigues  # SMPL-style Rodrigues (angle = |v + 1e-8|), the FLAME layer's own
 
 FOCAL = 12.0
 IMAGE_SIZE = 512
@@ -53,7 +53,7 @@ def vgghead_6d_to_matrix(d6: torch.Tensor) -> torch.Tensor:
 def axis_angle_to_matrix(axis_angle: torch.Tensor) -> torch.Tensor:
     """Rodrigues for [...,3] axis-angles -> [...,3,3]."""
     flat = axis_angle.reshape(-1, 3)
-    return _rodrigues(flat).reshape(*axis_angle.shape[:-1], 3, 3)
+    return rodrigues(flat).reshape(*axis_angle.shape[:-1], 3, 3)
 
 
 def project_to_screen(points: torch.Tensor, rotation: torch.Tensor, translation: torch.Tensor,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..diff2lip_enhance.landmarks import _local_file_aligner
+from ..diff2lip_enhance.landmarks import local_file_aligner
 from ..face_detection import S3FDDetector
 
 
@@ -21,7 +21,7 @@ class FanFaceBox:
         import face_alignment
 
         self.detector = S3FDDetector(s3fd_path, device=device, score_threshold=0.5)
-        self.aligner = _local_file_aligner(face_alignment, Path(fan_path), device, flip_input=False)
+        self.aligner = local_file_aligner(face_alignment, Path(fan_path), device, flip_input=False)
 
     def __call__(self, image: np.ndarray) -> np.ndarray | None:
         faces = self.detector(image)
