@@ -7,10 +7,12 @@ from .paths import register_model_folders
 
 register_model_folders()
 
-from . import diff2lip_nodes, gagavatar_enhance_nodes, gagavatar_nodes, media_nodes  # noqa: E402  (folders must be registered before schemas list their files)
+# Folders must be registered before the node schemas list their files.
+from . import (diff2lip_nodes, gagavatar_enhance_nodes, gagavatar_nodes, gagavatar_track_nodes,  # noqa: E402
+               media_nodes)
 
 
 class TalkingHeadExtension(ComfyExtension):
     async def get_node_list(self):
         return [*media_nodes.NODES, *diff2lip_nodes.NODES, *gagavatar_nodes.NODES,
-                *gagavatar_enhance_nodes.NODES]
+                *gagavatar_enhance_nodes.NODES, *gagavatar_track_nodes.NODES]

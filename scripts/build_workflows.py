@@ -118,8 +118,35 @@ def gagavatar_enhanced() -> dict:
     return g
 
 
+SAMPLE_PORTRAIT = "talkinghead_portrait.png"
+
+
+def gagavatar_from_images() -> dict:
+    """Plain IMAGE inputs: a portrait and a driving video are tracked first (issue: tracking)."""
+    return {
+        "1": node("GAGAvatarModelLoader", "GAGAvatar Model", ckpt_name="GAGAvatar.pt", precision="auto"),
+        "2": node("GAGAvatarFLAMELoader", "FLAME", flame_name="FLAME_with_eye.pt"),
+        "3": node("LoadImage", "Portrait", image=SAMPLE_PORTRAIT),
+        "4": node("LoadVideo", "Driving Video", file=SAMPLE_VIDEO),
+        "5": node("GetVideoComponents", "Video Components", video=["4", 0]),
+        "6": node("GAGAvatarTrackerLoader", "Tracker", matting="StyleMatte (released, as the reference)",
+                  face_box="S3FD + FAN (as the reference)", flame=["2", 0]),
+        "7": node("GAGAvatarTrackPortrait", "Track Portrait", tracker=["6", 0], image=["3", 0], steps=300),
+        "8": node("GAGAvatarTrackVideo", "Track Driving Video", tracker=["6", 0], frames=["5", 0], fps=["5", 2],
+                  drop_high_fps=False, steps=300, batch_size=16),
+        "9": node("GAGAvatarSaveTracked", "Save Tracked Driver", driver=["8", 0], folder_name="tracked/driver"),
+        "10": node("GAGAvatarEncodeSource", "Encode Source", model=["1", 0], source=["7", 0]),
+        "11": node("GAGAvatarAnimate", "Animate Splats", model=["1", 0], flame=["2", 0], avatar=["10", 0],
+                   driver=["8", 0], batch_size=1),
+        "12": node("GAGAvatarRefine", "Refine", model=["1", 0], splats=["11", 0], reference_noise=False, batch_size=1),
+        "13": node("CreateVideo", "Create Video", images=["12", 0], fps=["8", 2], audio=["5", 1]),
+        "14": node("SaveVideo", "Save Video", video=["13", 0], filename_prefix="talkinghead/gagavatar_tracked",
+                   format="auto", codec="auto"),
+    }
+
+
 GRAPHS = {"diff2lip": diff2lip_plain, "diff2lip_enhanced": diff2lip_enhanced, "gagavatar": gagavatar_plain,
-          "gagavatar_enhanced": gagavatar_enhanced}
+          "gagavatar_enhanced": gagavatar_enhanced, "gagavatar_from_images": gagavatar_from_images}
 
 
 def _input_specs(info: dict) -> list[tuple[str, list]]:

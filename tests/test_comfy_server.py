@@ -39,6 +39,11 @@ EXPECTED_NODES = {
     "GAGAvatarDetailEnhance": ({"frames", "strength", "face_mask"}, ["IMAGE"]),
     "GAGAvatarEyeEnhance": ({"frames", "driver", "flame", "strength"}, ["IMAGE"]),
     "GAGAvatarEnhancedAnimate": ({"model", "flame", "source", "driver", "preset"}, ["IMAGE", "FLOAT"]),
+    "GAGAvatarTrackerLoader": ({"matting", "face_box", "flame"}, ["GAGAVATAR_TRACKER"]),
+    "GAGAvatarTrackPortrait": ({"tracker", "image", "steps"}, ["GAGAVATAR_SOURCE", "IMAGE"]),
+    "GAGAvatarTrackVideo": ({"tracker", "frames", "fps", "drop_high_fps", "steps"},
+                            ["GAGAVATAR_DRIVER", "IMAGE", "FLOAT", "STRING"]),
+    "GAGAvatarSaveTracked": ({"driver", "folder_name"}, ["STRING"]),
 }
 
 

@@ -236,19 +236,6 @@ def test_arcface_crop_aligns_keypoints_to_the_template():
     assert arcface_crop(image, np.zeros((5, 2))) is None
 
 
-def _write_official_files(folder, fd_folder, flame_path):
-    synth.write_vgghead(folder / "vgg_heads_l.trcd")
-    torch.save(synth.small_landmark_net().state_dict(), folder / "lmks_2d.pt")
-    torch.save(synth.small_emica().state_dict(), folder / "EMICA-CVT_flame2020_notexture.pt")
-    synth.write_scrfd(folder / "ins_scrfd_10g_bnkps.onnx")
-    from face_alignment.detection.sfd.net_s3fd import s3fd
-    from face_alignment.models import FAN
-
-    torch.save(s3fd().state_dict(), fd_folder / "s3fd-619a316812.pth")
-    torch.save(FAN(4).state_dict(), fd_folder / "2DFAN4-11f355bf06.pth.tar")
-    torch.save(synthetic_flame(num_vertices=64, num_faces=120), flame_path)
-
-
 def test_load_tracker_names_every_missing_file_then_loads(tmp_path):
     models = tmp_path / "models"
     folder, fd_folder = models / "gagavatar" / "track", models / "face_detection"
@@ -259,7 +246,7 @@ def test_load_tracker_names_every_missing_file_then_loads(tmp_path):
     for name in ("vgg_heads_l.trcd", "lmks_2d.pt", "EMICA-CVT_flame2020_notexture.pt", "ins_scrfd_10g_bnkps.onnx",
                  "stylematte_synth.pt", "s3fd-619a316812.pth", "2DFAN4-11f355bf06.pth.tar", "FLAME_with_eye.pt"):
         assert name in str(missing.value)
-    _write_official_files(folder, fd_folder, models / "flame" / "FLAME_with_eye.pt")
+    synth.write_tracker_files(folder, fd_folder, models / "flame" / "FLAME_with_eye.pt")
     with pytest.raises(FileNotFoundError, match="stylematte_synth.pt"):
         load_tracker(folder)
     assert load_tracker(folder, matting="none").matting is None  # no matting: that file is not needed
@@ -273,3 +260,15 @@ def test_load_tracker_names_every_missing_file_then_loads(tmp_path):
         load_tracker(folder, flame=tmp_path / "plain.pt", matting="none")
     with pytest.raises(ValueError, match="matting"):
         load_tracker(folder, matting="stylematte-typo")
+    for name in ("s3fd-619a316812.pth", "2DFAN4-11f355bf06.pth.tar"):
+        (fd_folder / name).unlink()
+    with pytest.raises(FileNotFoundError, match="s3fd"):
+        load_tracker(folder, matting="none")
+    pytest.importorskip("mediapipe")
+    blaze = load_tracker(folder, matting="none", face_box="blazeface")  # the S3FD/FAN files are not needed then
+    from media import photo
+
+    box = blaze.face_box(photo("astronaut"))
+    assert box is not None and 170 < box[0] < 185 and 75 < box[1] < 95  # BlazeFace's astronaut face (x≈178, y≈83)
+    with pytest.raises(ValueError, match="face_box"):
+        load_tracker(folder, matting="none", face_box="dlib")

@@ -9,11 +9,14 @@ import pytest
 import torch
 
 from talkinghead.pipelines.media import make_audio, read_video, write_video, write_wav
-from talkinghead.scripts.build_workflows import GRAPHS, SAMPLE_SPEECH, SAMPLE_VIDEO, WORKFLOWS, _input_specs
+from talkinghead.pipelines.gagavatar import read_tracked
+from talkinghead.scripts.build_workflows import (GRAPHS, SAMPLE_PORTRAIT, SAMPLE_SPEECH, SAMPLE_VIDEO, WORKFLOWS,
+                                                 _input_specs)
 from talkinghead.scripts.runner import apply_overrides, load_api_workflow
 
 import gagavatar_synth as synth
 import media
+import tracking_synth
 
 pytestmark = pytest.mark.server
 
@@ -36,6 +39,7 @@ def server(comfy_server, fixtures_dir):
     synth.write_synthetic_driver(comfy_server.input / "gagavatar_source", num_frames=1, image_set=True, seed=3)
     synth.write_synthetic_driver(comfy_server.input / "gagavatar_driver", num_frames=5)
     (comfy_server.input / "gagavatar_driver" / "meta.json").write_text(json.dumps({"fps": 30.0}))
+    tracking_synth.write_tracker_files(models / "gagavatar" / "track")
     return comfy_server
 
 
@@ -135,3 +139,22 @@ def test_interrupt_stops_a_long_lipsync_mid_run(server):
     assert result["messages"][-1]["type"] == "execution_interrupted"
     last = max(m["data"]["value"] for m in _events(result, "progress") if m["data"]["node"] == "7")
     assert last < 6 * 1000  # stopped long before the 6000 diffusion steps
+
+
+def test_gagavatar_from_plain_images_tracks_then_animates(server):
+    import cv2
+
+    cv2.imwrite(str(server.input / SAMPLE_PORTRAIT), cv2.cvtColor(tracking_synth.portrait_on_black(), cv2.COLOR_RGB2BGR))
+    frames = np.stack([tracking_synth.portrait_on_black(shift=2 * k) for k in range(5)])
+    write_video(server.input / SAMPLE_VIDEO, frames, 25.0, overwrite=True)
+    prompt = apply_overrides(load_api_workflow(WORKFLOWS / "gagavatar_from_images_api.json"), [
+        'Tracker.matting="none"', 'Tracker.face_box="BlazeFace (built-in fallback)"',
+        "Track Portrait.steps=10", "Track Driving Video.steps=10"])
+    result = server.run(prompt, timeout=900)
+    assert result["messages"][-1]["type"] == "execution_success", result["messages"][-1]
+    video, fps, _ = _saved_video(server, result, node="14")
+    assert len(video) == 5 and abs(fps - 25.0) < 1e-3
+    report = json.loads(result["history"]["outputs"]["8"]["text"][0])
+    assert report["frames_out"] == 5 and report["interpolated_frames"] == {}
+    saved = read_tracked(result["history"]["outputs"]["9"]["text"][0])
+    assert len(saved) == 5 and saved.fps == 25.0 and saved.transform_matrix.shape == (5, 3, 4)

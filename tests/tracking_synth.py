@@ -145,3 +145,33 @@ def small_stylematte(seed: int = 0):
     backbone = SwinBackbone(8, 4, [2, 2, 2, 2], [1, 2, 2, 4], 7, 2.0)
     decoder = PixelDecoder([8, 16, 32, 64], 32, 32, 2, 64, 8, 4, 3, 1)
     return _randomise(StyleMatte(backbone, decoder, 32), seed)
+
+
+def write_tracker_files(folder: Path, fd_folder: Path | None = None, flame_path: Path | None = None) -> None:
+    """Small random/formula tracker files in the released formats (no matting file): ``folder`` gets VGGHead,
+    landmarks, EMICA and SCRFD; ``fd_folder`` (optional) S3FD and 2DFAN4; ``flame_path`` (optional) a synthetic
+    FLAME with the 70-point embedding."""
+    write_vgghead(folder / "vgg_heads_l.trcd")
+    torch.save(small_landmark_net().state_dict(), folder / "lmks_2d.pt")
+    torch.save(small_emica().state_dict(), folder / "EMICA-CVT_flame2020_notexture.pt")
+    write_scrfd(folder / "ins_scrfd_10g_bnkps.onnx")
+    if fd_folder is not None:
+        from face_alignment.detection.sfd.net_s3fd import s3fd
+        from face_alignment.models import FAN
+
+        torch.save(s3fd().state_dict(), fd_folder / "s3fd-619a316812.pth")
+        torch.save(FAN(4).state_dict(), fd_folder / "2DFAN4-11f355bf06.pth.tar")
+    if flame_path is not None:
+        from gagavatar_synth import synthetic_flame
+
+        torch.save(synthetic_flame(num_vertices=64, num_faces=120), flame_path)
+
+
+def portrait_on_black(shift: int = 0, size: int = 320) -> np.ndarray:
+    """The astronaut's head and shoulders on black (as a matted crop looks), shifted right by ``shift`` px: the formula
+    VGGHead boxes the bright patch and BlazeFace finds the real face inside it."""
+    from media import photo
+
+    canvas = np.zeros((size, size, 3), np.uint8)
+    canvas[40:280, 45 + shift:275 + shift] = photo("astronaut")[20:260, 110:340]
+    return canvas

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..diff2lip_enhance.landmarks import local_file_aligner
-from ..face_detection import S3FDDetector
+from ..face_detection import BlazeFaceDetector, S3FDDetector, pick_face
 
 
 class FanFaceBox:
@@ -32,3 +32,18 @@ class FanFaceBox:
             return None
         boxes = np.array([[p[:, 0].min(), p[:, 1].min(), p[:, 0].max(), p[:, 1].max()] for p in points])
         return boxes[np.argmax((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))]
+
+
+class BlazeFaceBox:
+    """Fallback without the S3FD/FAN files: the largest MediaPipe BlazeFace box (from inside the mediapipe wheel).
+
+    Not the reference's box (that is the min/max of FAN's 68 landmarks, from the brows down); EMICA's crops are
+    placed from it all the same, so expect slightly different crops and codes than the official tracker.
+    """
+
+    def __init__(self, min_confidence: float = 0.5):
+        self.detector = BlazeFaceDetector(min_confidence=min_confidence)
+
+    def __call__(self, image: np.ndarray) -> np.ndarray | None:
+        face = pick_face(self.detector(image), "largest")
+        return None if face is None else np.asarray(face[:4], dtype=np.float64)

@@ -35,6 +35,7 @@ FILES = {"vgghead": "vgg_heads_l.trcd", "landmarks": "lmks_2d.pt", "emica": "EMI
          "scrfd": "ins_scrfd_10g_bnkps.onnx", "matting": "stylematte_synth.pt"}
 FLAME_FILE, S3FD_FILE, FAN_FILE = "FLAME_with_eye.pt", "s3fd-619a316812.pth", "2DFAN4-11f355bf06.pth.tar"
 MATTING_CHOICES = ("stylematte", "selfie", "none")
+FACE_BOX_CHOICES = ("fan", "blazeface")
 
 
 @dataclass
@@ -89,14 +90,15 @@ def _selfie_matting() -> Callable:
 
 
 def load_tracker(folder, device: str | torch.device = "cpu", flame=None, face_detection_folder=None,
-                 matting: str = "stylematte") -> TrackerModels:
+                 matting: str = "stylematte", face_box: str = "fan") -> TrackerModels:
     """Load the tracker's released files from ``folder`` (``models/gagavatar/track/``).
 
     ``flame``: a loaded FLAME layer or a path (default ``<models>/flame/FLAME_with_eye.pt``; it must carry the
     70-point ``*_with_eye`` landmark embedding).  ``face_detection_folder``: where ``s3fd-619a316812.pth`` and
     ``2DFAN4-11f355bf06.pth.tar`` are (default ``<models>/face_detection``).  ``matting``: 'stylematte' (the
     released ``stylematte_synth.pt``, as the reference), 'selfie' (MediaPipe selfie segmentation from the mediapipe
-    wheel: a fallback without that file, NOT the reference's matte) or 'none'.  Raises FileNotFoundError naming every missing file.
+    wheel: a fallback without that file, NOT the reference's matte) or 'none'.  ``face_box``: 'fan' (S3FD + 2DFAN4,
+    the reference's) or 'blazeface' (MediaPipe, needs neither file; not the reference's box).  Raises FileNotFoundError naming every missing file.
     """
     from ...models.flame import FlameLayer, load_flame
     from ...models.track_emica import load_emica
@@ -110,7 +112,10 @@ def load_tracker(folder, device: str | torch.device = "cpu", flame=None, face_de
     models_dir = folder.parent.parent
     fd_folder = Path(face_detection_folder) if face_detection_folder else models_dir / "face_detection"
     paths = {name: folder / file for name, file in FILES.items() if name != "matting" or matting == "stylematte"}
-    paths["s3fd"], paths["fan"] = fd_folder / S3FD_FILE, fd_folder / FAN_FILE
+    if face_box not in FACE_BOX_CHOICES:
+        raise ValueError(f"face_box must be one of {FACE_BOX_CHOICES}, got {face_box!r}")
+    if face_box == "fan":
+        paths["s3fd"], paths["fan"] = fd_folder / S3FD_FILE, fd_folder / FAN_FILE
     if not isinstance(flame, FlameLayer):
         paths["flame"] = Path(flame) if flame is not None else models_dir / "flame" / FLAME_FILE
     missing = [_missing_text(path, models_dir) for path in paths.values() if not path.is_file()]
@@ -130,12 +135,14 @@ def load_tracker(folder, device: str | torch.device = "cpu", flame=None, face_de
         matte = load_stylematte(paths["matting"], device)
     elif matting == "selfie":
         matte = _selfie_matting()
-    from .face_box import FanFaceBox
+    from .face_box import BlazeFaceBox, FanFaceBox
+
+    finder = FanFaceBox(paths["s3fd"], paths["fan"], str(device)) if face_box == "fan" else BlazeFaceBox()
 
     return TrackerModels(
         vgghead=load_vgghead(paths["vgghead"], device), landmarks=load_landmark_net(paths["landmarks"], device),
         emica=load_emica(paths["emica"], device), scrfd=load_scrfd(paths["scrfd"], str(device)),
-        face_box=FanFaceBox(paths["s3fd"], paths["fan"], str(device)), flame=flame_layer.to(device),
+        face_box=finder, flame=flame_layer.to(device),
         matting=matte, device=device, matting_method=matting)
 
 
