@@ -18,11 +18,12 @@ Widths, block counts and layer sizes are read from the tensors, so smaller files
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from .state_dict_file import read_state_dict
 
 DECA_LAYOUT = (("texcode", 50), ("jawpose", 3), ("globalpose", 3), ("cam", 3), ("lightcode", 27))
 
@@ -247,13 +248,5 @@ def build_emica(state: dict) -> EMICA:
 
 def load_emica(path, device: str | torch.device = "cpu") -> EMICA:
     """Load ``EMICA-CVT_flame2020_notexture.pt`` (a plain state dict, ``weights_only=True``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"EMICA file {path} not found")
-    try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for a corrupt or foreign file
-        raise ValueError(f"cannot read {path}: {error}") from error
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}")
+    state = read_state_dict(path, "EMICA")
     return build_emica(state).to(device)

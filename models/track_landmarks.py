@@ -12,11 +12,12 @@ Input: a 256² crop, RGB normalised with the ImageNet mean/std.  Output: [N,98,2
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from .state_dict_file import read_state_dict
 
 TOP_K = 9
 STRIDE = 4.0
@@ -219,13 +220,5 @@ def build_landmark_net(state: dict) -> LandmarkNet98:
 
 def load_landmark_net(path, device: str | torch.device = "cpu") -> LandmarkNet98:
     """Load ``lmks_2d.pt`` (a plain state dict, read with ``weights_only=True``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"landmark file {path} not found")
-    try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for a corrupt or foreign file
-        raise ValueError(f"cannot read {path}: {error}") from error
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}")
+    state = read_state_dict(path, "landmark")
     return build_landmark_net(state).to(device)

@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import math
 import re
-from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 import torchvision.transforms.functional as TF
+
+from .state_dict_file import read_state_dict
 
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 DEFORMABLE_HEADS = 8
@@ -434,13 +435,5 @@ def build_stylematte(state: dict) -> StyleMatte:
 
 def load_stylematte(path, device: str | torch.device = "cpu") -> StyleMatteMatting:
     """Load ``stylematte_synth.pt`` (a plain state dict, ``weights_only=True``) as a matting callable."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"StyleMatte file {path} not found")
-    try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for a corrupt or foreign file
-        raise ValueError(f"cannot read {path}: {error}") from error
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}")
+    state = read_state_dict(path, "StyleMatte")
     return StyleMatteMatting(build_stylematte(state), device)
