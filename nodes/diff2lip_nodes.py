@@ -1,6 +1,7 @@
 """Diff2Lip nodes: adapters from ComfyUI sockets to ``pipelines.diff2lip`` (no lip-sync logic lives here)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import torch
@@ -75,11 +76,8 @@ class Diff2LipModelInfo(io.ComfyNode):
     @classmethod
     def execute(cls, model):
         params = sum(p.numel() for p in model.module.parameters())
-        config = getattr(model.module, "config", None)
-        text = f"{model.name}: {params:,} parameters on {model.device} ({model.dtype})"
-        if config is not None:
-            text += "\n" + "\n".join(f"{k} = {v}" for k, v in vars(config).items()) if hasattr(config, "__dict__") \
-                else f"\n{config}"
+        settings = "\n".join(f"{k} = {v}" for k, v in dataclasses.asdict(model.module.config).items())
+        text = f"{model.name}: {params:,} parameters on {model.device} ({model.dtype})\n{settings}"
         return io.NodeOutput(text, ui={"text": [text]})
 
 
@@ -203,7 +201,8 @@ class Diff2LipLipSync(io.ComfyNode):
             report["silent_frames_kept"] = int((~active).sum())
         if upscale is not None:
             report["upscale_ms_per_frame"] = round(upscale.ms_per_crop(), 1)
-        report.pop("passed_through_frames", None) if len(report.get("passed_through_frames", [])) > 50 else None
+        if len(report["passed_through_frames"]) > 50:  # keep the report readable; the count stays
+            report.pop("passed_through_frames")
         text = json.dumps(report, default=float)
         log.info("Diff2Lip Lip Sync: %s", text)
         fitted = make_audio(fit_audio_to_frames(audio["waveform"], audio["sample_rate"], n, fps), audio["sample_rate"])
