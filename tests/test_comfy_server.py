@@ -87,7 +87,7 @@ def test_loader_lists_model_folder_and_runs_through_prompt(comfy_server):
     text = result["history"]["outputs"]["2"]["text"][0]
     params = int(re.search(r"([\d,]+) parameters", text).group(1).replace(",", ""))
     assert params == 2_432_742  # element count of the tiny official-format checkpoint (fixtures README)
-    assert "model_channels = 32" in text and "channel_mult = (1, 2)" in text  # read from the tensors
+    assert "model_channels = 32" in text and "level_channels = (32, 64)" in text  # channel_mult (1,2), read from the tensors
     again = comfy_server.run(prompt, timeout=60)
     cached = [m for m in again["messages"] if m["type"] == "execution_cached"]
     assert cached and set(cached[0]["data"]["nodes"]) == {"1", "2"}
