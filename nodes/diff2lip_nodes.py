@@ -17,6 +17,7 @@ CATEGORY = "TalkingHead/Diff2Lip"
 ENHANCE = "TalkingHead/Diff2Lip/enhance"
 _models = ModelCache()
 _detectors = ModelCache()
+_upscalers = ModelCache()
 FACEMESH = "FaceMesh (built-in)"
 BUILTIN_DETECTORS = {"BlazeFace short-range (built-in)": "blazeface_short",
                      "BlazeFace full-range (built-in)": "blazeface_full"}
@@ -117,6 +118,40 @@ class Diff2LipFaceDetectorLoader(io.ComfyNode):
                                                          min_confidence=min_confidence, max_side=max_side or None),
                                    extra=(min_confidence, max_side))
         return io.NodeOutput(built)
+
+
+class Diff2LipUpscalerLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        from ..models.realesrgan import BACKENDS
+
+        return io.Schema(
+            node_id="Diff2LipUpscalerLoader",
+            display_name="Diff2Lip Upscaler Loader",
+            category=CATEGORY,
+            description="Loads a Real-ESRGAN file (RealESRGAN_x2plus / x4plus .pth in models/upscale_models) for the "
+                        "lip-sync super-resolution. spandrel is what ComfyUI itself uses; 'basicsr' runs the "
+                        "original network if basicsr is installed (same outputs). Core's Load Upscale Model works too.",
+            inputs=[
+                io.Combo.Input("model_name", options=model_files("upscale_models"),
+                               tooltip="Super-resolution model file in models/upscale_models."),
+                io.Combo.Input("backend", options=list(BACKENDS), default="spandrel",
+                               tooltip="spandrel (default, no extra package) or the original basicsr RRDBNet."),
+            ],
+            outputs=[io.UpscaleModel.Output(display_name="upscale_model")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, model_name):
+        return model_file_problem("upscale_models", model_name, "Diff2Lip Upscaler Loader") or True
+
+    @classmethod
+    def execute(cls, model_name, backend):
+        from ..models.realesrgan import load_realesrgan
+
+        path = resolve_model_file("upscale_models", model_name, "Diff2Lip Upscaler Loader")
+        return io.NodeOutput(_upscalers.get(path, torch_device(), torch.float32,
+                                            lambda: load_realesrgan(path, backend=backend), extra=(backend,)))
 
 
 class Diff2LipLipSync(io.ComfyNode):
@@ -455,6 +490,6 @@ class Diff2LipQualityMetrics(io.ComfyNode):
         return io.NodeOutput(text, ui={"text": [text]})
 
 
-NODES = [Diff2LipModelLoader, Diff2LipModelInfo, Diff2LipFaceDetectorLoader, Diff2LipLipSync, Diff2LipAudioCleanup,
-         Diff2LipLipMaskComposite, Diff2LipColorMatch, Diff2LipTemporalSmooth, Diff2LipDenoiseRegion, Diff2LipSharpen,
-         Diff2LipQualityMetrics]
+NODES = [Diff2LipModelLoader, Diff2LipModelInfo, Diff2LipFaceDetectorLoader, Diff2LipUpscalerLoader, Diff2LipLipSync,
+         Diff2LipAudioCleanup, Diff2LipLipMaskComposite, Diff2LipColorMatch, Diff2LipTemporalSmooth,
+         Diff2LipDenoiseRegion, Diff2LipSharpen, Diff2LipQualityMetrics]

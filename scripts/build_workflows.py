@@ -39,7 +39,8 @@ def _diff2lip_core(enhanced: bool) -> dict:
     if enhanced:
         g["4"] = node("Diff2LipAudioCleanup", "Audio Clean-up", audio=["3", 0], denoise=True, compress=False,
                       target_lufs=-23.0, offset_ms=0.0)
-        g["8"] = node("UpscaleModelLoader", "Super-resolution Model", model_name="RealESRGAN_x2plus.pth")
+        g["8"] = node("Diff2LipUpscalerLoader", "Super-resolution Model", model_name="RealESRGAN_x2plus.pth",
+                      backend="spandrel")
         g["7"]["inputs"]["upscale_model"] = ["8", 0]
     return g
 

@@ -64,6 +64,7 @@ MODEL_INPUTS = {
     ("GAGAvatarModelLoader", "ckpt_name"): "gagavatar",
     ("GAGAvatarFLAMELoader", "flame_name"): "flame",
     ("UpscaleModelLoader", "model_name"): "upscale_models",
+    ("Diff2LipUpscalerLoader", "model_name"): "upscale_models",
 }
 
 

