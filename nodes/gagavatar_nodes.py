@@ -16,6 +16,7 @@ GAGAVATAR_SOURCE = io.Custom("GAGAVATAR_SOURCE")
 GAGAVATAR_AVATAR = io.Custom("GAGAVATAR_AVATAR")
 GAGAVATAR_DRIVER = io.Custom("GAGAVATAR_DRIVER")
 CATEGORY = "TalkingHead/GAGAvatar"
+RASTERIZERS = ["auto", "torch", "gsplat"]
 _models = ModelCache()
 _flames = ModelCache()
 
@@ -192,18 +193,22 @@ class GAGAvatarAnimate(io.ComfyNode):
             inputs=[GAGAVATAR_MODEL.Input("model"), FLAME_MODEL.Input("flame"), GAGAVATAR_AVATAR.Input("avatar"),
                     GAGAVATAR_DRIVER.Input("driver"),
                     io.Int.Input("batch_size", default=1, min=1, max=64,
-                                 tooltip="Frames per FLAME/rasteriser call. Each frame's splat is 32 MB in memory.")],
+                                 tooltip="Frames per FLAME/rasteriser call. Each frame's splat is 32 MB in memory."),
+                    io.Combo.Input("rasterizer", options=RASTERIZERS, default="auto",
+                                   tooltip="auto = gsplat on CUDA when installed, else the pure-PyTorch kernel "
+                                           "(CPU and any GPU); both follow the original 3DGS rules.")],
             outputs=[io.Latent.Output(display_name="splats")],
         )
 
     @classmethod
-    def execute(cls, model, flame, avatar, driver, batch_size):
+    def execute(cls, model, flame, avatar, driver, batch_size, rasterizer="auto"):
         from ..pipelines.gagavatar import splat_frames
 
         _check_same_model(avatar, model, "Animate Splats (GAGAvatar)")
         progress = progress_callback(len(driver))
         splats = splat_frames(model.module, flame.module, avatar["avatar"], avatar["source"].shapecode, driver,
-                              batch_size=batch_size, progress=progress, autocast_dtype=_autocast(model))
+                              batch_size=batch_size, progress=progress, autocast_dtype=_autocast(model),
+                              backend=rasterizer)
         return io.NodeOutput({"samples": splats})
 
 
@@ -249,18 +254,21 @@ class GAGAvatarAnimateImages(io.ComfyNode):
                     GAGAVATAR_DRIVER.Input("driver"),
                     io.Boolean.Input("reference_noise", default=False,
                                      tooltip="Fresh random refiner noise per frame, as the official code (shimmers)."),
-                    io.Int.Input("batch_size", default=1, min=1, max=64, tooltip="Frames per call.")],
+                    io.Int.Input("batch_size", default=1, min=1, max=64, tooltip="Frames per call."),
+                    io.Combo.Input("rasterizer", options=RASTERIZERS, default="auto",
+                                   tooltip="auto = gsplat on CUDA when installed, else the pure-PyTorch kernel "
+                                           "(CPU and any GPU); both follow the original 3DGS rules.")],
             outputs=[io.Image.Output(display_name="frames"), io.Float.Output(display_name="fps")],
         )
 
     @classmethod
-    def execute(cls, model, flame, source, driver, reference_noise, batch_size):
+    def execute(cls, model, flame, source, driver, reference_noise, batch_size, rasterizer="auto"):
         from ..pipelines.gagavatar import animate, encode_source_cached
 
         avatar = encode_source_cached(model.module, source.image, source.transform)
         frames = animate(model.module, flame.module, avatar, source.shapecode, driver, batch_size=batch_size,
                          progress=progress_callback(len(driver)), randomize_noise=reference_noise,
-                         autocast_dtype=_autocast(model))
+                         autocast_dtype=_autocast(model), backend=rasterizer)
         return io.NodeOutput(numpy_to_image(frames), float(driver.fps))
 
 

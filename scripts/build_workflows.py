@@ -88,7 +88,7 @@ def _gagavatar_inputs() -> dict:
 
 def _gagavatar_render(g: dict, driver: list, frames_from: list) -> dict:
     g["6"] = node("GAGAvatarAnimate", "Animate Splats", model=["1", 0], flame=["2", 0], avatar=["5", 0],
-                  driver=driver, batch_size=1)
+                  driver=driver, batch_size=1, rasterizer="auto")
     g["7"] = node("GAGAvatarRefine", "Refine", model=["1", 0], splats=["6", 0], reference_noise=False, batch_size=1)
     g["8"] = node("CreateVideo", "Create Video", images=frames_from, fps=["4", 2])
     return g
@@ -138,7 +138,7 @@ def gagavatar_from_images() -> dict:
         "9": node("GAGAvatarSaveTracked", "Save Tracked Driver", driver=["8", 0], folder_name="tracked/driver"),
         "10": node("GAGAvatarEncodeSource", "Encode Source", model=["1", 0], source=["7", 0]),
         "11": node("GAGAvatarAnimate", "Animate Splats", model=["1", 0], flame=["2", 0], avatar=["10", 0],
-                   driver=["8", 0], batch_size=1),
+                   driver=["8", 0], batch_size=1, rasterizer="auto"),
         "12": node("GAGAvatarRefine", "Refine", model=["1", 0], splats=["11", 0], reference_noise=False, batch_size=1),
         "13": node("CreateVideo", "Create Video", images=["12", 0], fps=["8", 2], audio=["5", 1]),
         "14": node("SaveVideo", "Save Video", video=["13", 0], filename_prefix="talkinghead/gagavatar_tracked",

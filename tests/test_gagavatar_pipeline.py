@@ -237,8 +237,10 @@ def test_animate_end_to_end(scene):
 
     # the animate/refine split gives the same frames; refining is deterministic by default
     # FLAME batch size changes float rounding only
-    resplat = gg.splat_frames(model, flame, avatar, source_shape, driver, batch_size=3)
-    assert (resplat - splats).abs().max() < 1e-5
+    resplat = gg.splat_frames(model, flame, avatar, source_shape, driver, batch_size=3, backend="torch")
+    assert (resplat - splats).abs().max() < 1e-5  # "auto" chose the torch kernel on CPU
+    with pytest.raises(ValueError, match="gsplat"):  # forcing the CUDA rasteriser on CPU is refused clearly
+        gg.splat_frames(model, flame, avatar, source_shape, driver, backend="gsplat")
     assert np.abs(gg.refine_splats(model, splats, batch_size=3) - frames).max() < 1e-5
     preview = gg.preview_from_splats(splats)
     assert preview.shape == (3, 64, 64, 3) and np.array_equal(preview[1, 5, 7], splats[1, :3, 5, 7].clamp(0, 1).numpy())

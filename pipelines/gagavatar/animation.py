@@ -122,10 +122,12 @@ def driver_points(flame, source_shape, driver: TrackedDriver, start: int, stop: 
         return flame(shape, driver.expcode[start:stop], driver.posecode[start:stop], driver.eyecode[start:stop])
 
 
-def render_splat(model, avatar, t_points: torch.Tensor, transform, autocast_dtype: torch.dtype | None = None):
+def render_splat(model, avatar, t_points: torch.Tensor, transform, autocast_dtype: torch.dtype | None = None,
+                 backend: str = "auto"):
     """One frame's splat with the driver camera ``transform`` [3,4]: (image [C,S,S], alpha [S,S], radii [N]).
 
     ``t_points`` [V,3]: FLAME vertices × 5 of the frame.  Gaussians are rasterised in float32 with a zero background.
+    ``backend``: the rasteriser's ("auto" = gsplat on CUDA when importable, else the pure-PyTorch kernel).
     """
     from ...models.gaussian_rasterizer import rasterize  # lazy: models/gagavatar.py imports this package
 
@@ -138,15 +140,16 @@ def render_splat(model, avatar, t_points: torch.Tensor, transform, autocast_dtyp
     size, channels = model.refine_size, gaussians["colors"].shape[-1]
     return rasterize(gaussians["xyz"], gaussians["scales"], gaussians["rotations"], gaussians["opacities"],
                      gaussians["colors"], view, projection, tanfovx, tanfovy, size, size,
-                     torch.zeros(channels, device=device))
+                     torch.zeros(channels, device=device), backend=backend)
 
 
 def _splat_batch(model, flame, avatar, source_shape, driver, start, stop, autocast_dtype,
-                 on_frame: Callable[[int], None] | None = None) -> torch.Tensor:
+                 on_frame: Callable[[int], None] | None = None, backend: str = "auto") -> torch.Tensor:
     points = driver_points(flame, source_shape, driver, start, stop)
     splats = []
     for i in range(stop - start):
-        splats.append(render_splat(model, avatar, points[i], driver.transform_matrix[start + i], autocast_dtype)[0])
+        splats.append(render_splat(model, avatar, points[i], driver.transform_matrix[start + i], autocast_dtype,
+                                   backend)[0])
         if on_frame is not None:
             on_frame(start + i + 1)
     return torch.stack(splats)
@@ -166,7 +169,7 @@ def _check_batch_size(batch_size: int) -> int:
 
 
 def splat_frames(model, flame, avatar, source_shape, driver, batch_size: int = 1, progress: Progress = None,
-                 autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
+                 autocast_dtype: torch.dtype | None = None, backend: str = "auto") -> torch.Tensor:
     """The 32-channel splats of every driver frame: float32 CPU tensor [T,32,S,S] (S = 512 released)."""
     driver, batch_size = as_driver(driver), _check_batch_size(batch_size)
     total = len(driver)
@@ -174,7 +177,7 @@ def splat_frames(model, flame, avatar, source_shape, driver, batch_size: int = 1
         raise ValueError("the driver has no frames")
     report = None if progress is None else (lambda done: progress(done, total))
     return torch.cat([_splat_batch(model, flame, avatar, source_shape, driver, start, min(start + batch_size, total),
-                                   autocast_dtype, report).cpu() for start in range(0, total, batch_size)])
+                                   autocast_dtype, report, backend).cpu() for start in range(0, total, batch_size)])
 
 
 def refine_splats(model, splats, batch_size: int = 1, progress: Progress = None, randomize_noise: bool = False,
@@ -204,7 +207,8 @@ def preview_from_splats(splats) -> np.ndarray:
 
 
 def animate(model, flame, avatar, source_shape, driver, batch_size: int = 1, progress: Progress = None,
-            return_splats: bool = False, randomize_noise: bool = False, autocast_dtype: torch.dtype | None = None):
+            return_splats: bool = False, randomize_noise: bool = False, autocast_dtype: torch.dtype | None = None,
+            backend: str = "auto"):
     """Animate an encoded source with a tracked driver: frames float32 [T,S,S,3] in 0..1 (S = 512 released).
 
     ``model``: loaded GAGAvatar; ``flame``: :func:`models.flame.load_flame` layer (scale 5); ``avatar``: from
@@ -220,7 +224,7 @@ def animate(model, flame, avatar, source_shape, driver, batch_size: int = 1, pro
     frames, kept_splats = [], []
     for start in range(0, total, batch_size):
         stop = min(start + batch_size, total)
-        splats = _splat_batch(model, flame, avatar, source_shape, driver, start, stop, autocast_dtype)
+        splats = _splat_batch(model, flame, avatar, source_shape, driver, start, stop, autocast_dtype, backend=backend)
         frames.append(_refine_batch(model, splats, randomize_noise, autocast_dtype))
         if return_splats:
             kept_splats.append(splats.cpu())
