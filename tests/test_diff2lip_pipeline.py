@@ -11,9 +11,9 @@ import torch
 
 from talkinghead.models.diff2lip import load_diff2lip
 from talkinghead.pipelines.diff2lip import (composite_lower_half, crop_faces, crops_to_model, ddim_sample,
-                                            ddim_schedule, ddim_timesteps, linear_betas, lipsync, mel_windows,
-                                            melspectrogram, model_to_crops, paste_faces, seeded_noise,
-                                            smooth_boxes, window_start)
+                                            ddim_schedule, ddim_timesteps, generate_faces, linear_betas, lipsync,
+                                            locate_faces, mel_windows, melspectrogram, model_to_crops, paste_faces,
+                                            paste_generated, seeded_noise, smooth_boxes, window_start)
 
 ATOL = 1e-4  # fixture README: forward outputs and DDIM samples
 
@@ -282,6 +282,24 @@ def test_lipsync_equals_the_reference_steps_for_one_frame(tiny):
     resized = cv2.resize(face, (x2 - x1, y2 - y1))
     middle = (y2 - y1) // 2
     assert np.array_equal(out[3, y1 + middle:y2, x1:x2], resized[middle:])
+
+
+def test_separate_stages_over_all_crops_equal_the_batched_lipsync(tiny):
+    """locate -> generate (all crops in one call) -> paste gives what lipsync gives batch by batch."""
+    frames, wav = _clip()
+    expected, expected_mask, _ = lipsync(frames, wav, 25.0, tiny, fake_detect, steps=2, seed=3, batch_size=2)
+    boxes = locate_faces(frames, fake_detect)
+    assert sorted(boxes) == [i for i in range(5) if i != NO_FACE_FRAME]
+    indices = sorted(boxes)
+    stacked = np.stack([boxes[i] for i in indices])
+    crops = crop_faces([frames[i] for i in indices], stacked, 32)
+    mels = mel_windows(melspectrogram(wav), 25.0, num_frames=5)[indices]
+    generated = generate_faces(tiny, crops, mels, steps=2, seed=3)
+    out, mask = frames.copy(), np.zeros(frames.shape[:3], np.float32)
+    paste_generated(out, mask, indices, generated, stacked)
+    assert np.array_equal(out, expected) and np.array_equal(mask, expected_mask)
+    with pytest.raises(ValueError, match="model works at 32"):
+        generate_faces(tiny, crop_faces(frames[:1], stacked[:1], 64), mels[:1], steps=2)
 
 
 def test_lipsync_float_frames_keep_their_dtype(tiny):

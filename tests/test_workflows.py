@@ -158,3 +158,28 @@ def test_gagavatar_from_plain_images_tracks_then_animates(server):
     assert report["frames_out"] == 5 and report["interpolated_frames"] == {}
     saved = read_tracked(result["history"]["outputs"]["9"]["text"][0])
     assert len(saved) == 5 and saved.fps == 25.0 and saved.transform_matrix.shape == (5, 3, 4)
+
+
+def test_split_crop_sample_paste_nodes_equal_the_one_node_lip_sync(server):
+    clip = media.clip_with_missing_faces(frames=6, missing=(2,), fps=25.0, size=(160, 160))
+    write_video(server.input / SAMPLE_VIDEO, clip.frames, 25.0, overwrite=True)
+    write_wav(server.input / SAMPLE_SPEECH, media.speech_16k(seconds=0.5), 16000, overwrite=True)
+    prompt = apply_overrides(load_api_workflow(WORKFLOWS / "diff2lip_api.json"),
+                             [f"{k}={json.dumps(v)}" for k, v in TINY_DIFF2LIP.items()] + ['Lip Sync.quality="fast"'])
+    sampling = {k: prompt["7"]["inputs"][k] for k in ("quality", "custom_steps", "seed", "batch_size")}
+    face = {k: prompt["7"]["inputs"][k] for k in ("face", "face_index", "pad_top", "pad_bottom", "pad_left",
+                                                  "pad_right")}
+    prompt.update({
+        "20": {"class_type": "Diff2LipCropFaces", "inputs": {"frames": ["2", 0], "detector": ["6", 0],
+                                                             "crop_size": 32, **face}},
+        "21": {"class_type": "Diff2LipSampleFaces", "inputs": {"crops": ["20", 0], "audio": ["3", 0], "fps": ["2", 2],
+                                                               "model": ["5", 0], "close_mouth_in_silence": False,
+                                                               **sampling}},
+        "22": {"class_type": "Diff2LipPasteFaces", "inputs": {"frames": ["2", 0], "crops": ["21", 0]}},
+        "23": {"class_type": "Diff2LipQualityMetrics", "inputs": {"original": ["7", 0], "output": ["22", 0],
+                                                                  "generated_mask": ["22", 1], "landmarks": False}},
+    })
+    result = server.run(prompt, timeout=600)
+    assert result["messages"][-1]["type"] == "execution_success", result["messages"][-1]
+    metrics = json.loads(result["history"]["outputs"]["23"]["text"][0])
+    assert metrics["psnr_full"] == float("inf") and metrics["max_abs_outside"] == 0.0  # bit-identical frames

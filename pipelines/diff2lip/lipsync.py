@@ -58,6 +58,41 @@ def _check_frames(frames: np.ndarray) -> None:
         raise ValueError(f"frames must be uint8 (0..255) or float (0..1), got {frames.dtype}")
 
 
+def locate_faces(frames: np.ndarray, detect: Detector, pick: str | int = "largest",
+                 pads: Sequence[int] = (0, 0, 0, 0), smooth_window: int = 5,
+                 progress: Callable[[int, int], None] | None = None) -> dict[int, np.ndarray]:
+    """Detect, pick and smooth the face box of every frame: {frame index: (y1, y2, x1, x2)} for frames with a face.
+
+    Smoothing runs over each stretch of consecutive frames with a face (the reference's 5-frame window).
+    """
+    frames = np.asarray(frames)
+    _check_frames(frames)
+    faces = _detect_all(frames, detect, pick, progress, len(frames))
+    return _smoothed_boxes(faces, frames.shape[1:3], pads, smooth_window)
+
+
+def generate_faces(model, crops: np.ndarray, mels: np.ndarray, steps: int, seed: int = 7,
+                   progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """Re-generate the lower half of face crops [B,S,S,3] (uint8 or float 0..1; S = the model's image size) for their
+    mel windows [B,80,16]; returns crops of the same dtype.  Each crop is its own reference, and one seeded noise draw
+    is x_T and the masked-half noise of every crop, as the reference does."""
+    if crops.shape[1:3] != (model.image_size, model.image_size):
+        raise ValueError(f"crops are {crops.shape[1]}x{crops.shape[2]} but the model works at {model.image_size}: "
+                         f"crop the faces at {model.image_size}")
+    target = crops_to_model(crops)
+    sample = ddim_sample(model, target, target, torch.from_numpy(np.ascontiguousarray(mels)),
+                         seeded_noise(seed, model.image_size), steps, progress=progress)
+    return model_to_crops(composite_lower_half(sample, target.to(sample.device)), crops.dtype)
+
+
+def paste_generated(output: np.ndarray, mask: np.ndarray, indices: Sequence[int], faces: np.ndarray, boxes,
+                    upscale: Upscale | None = None, lower_half: bool = True) -> None:
+    """Paste generated crops into ``output`` frames (in place) and mark the written pixels in ``mask`` [N,H,W]."""
+    for i, face, box in zip(indices, faces, boxes):
+        y1, y2, x1, x2 = paste_face(output[i], face, box, upscale=upscale, lower_half=lower_half)
+        mask[i, y1:y2, x1:x2] = 1.0
+
+
 def lipsync(frames: np.ndarray, wav_16k: np.ndarray, fps: float, model, detect: Detector, steps: int = 25,
             seed: int = 7, batch_size: int = 8, pads: Sequence[int] = (0, 0, 0, 0), pick: str | int = "largest",
             progress: Callable[[int, int], None] | None = None, upscale: Upscale | None = None,
@@ -69,12 +104,14 @@ def lipsync(frames: np.ndarray, wav_16k: np.ndarray, fps: float, model, detect: 
     ``image_size``); detect(frame_rgb_uint8) -> [(x1, y1, x2, y2, score), ...]; pick: which face (see
     :func:`pipelines.face_detection.pick_face`); pads: (top, bottom, left, right) added to each box.
 
-    As the reference (cross mode): each face is its own reference, one seeded noise draw serves as x_T and as the
-    masked-half noise of every frame, and DDIM uses ``steps`` steps (25 in the release).  Frames without a face pass
-    through unchanged.  Only the generated lower half of each box is pasted (``paste_whole_box=True`` writes the whole
-    resized crop like the reference).  ``upscale`` enlarges each generated crop before it is resized into its box.
-    ``active_frames`` (bool [N], e.g. from a voice-activity detector) keeps the original mouth where it is False;
-    those frames are still detected so that box smoothing of their neighbours is unchanged.
+    The stages are :func:`locate_faces`, :func:`generate_faces` and :func:`paste_generated`, run here batch by batch
+    so that only one batch of crops is held.  As the reference (cross mode): each face is its own reference, one seeded
+    noise draw serves as x_T and as the masked-half noise of every frame, and DDIM uses ``steps`` steps (25 in the
+    release).  Frames without a face pass through unchanged.  Only the generated lower half of each box is pasted
+    (``paste_whole_box=True`` writes the whole resized crop like the reference).  ``upscale`` enlarges each
+    generated crop before it is resized into a larger box.  ``active_frames`` (bool [N], e.g. from a voice-activity
+    detector) keeps the original mouth where it is False; those frames are still detected so that box smoothing of
+    their neighbours is unchanged.
 
     Returns (frames, mask, report): frames as the input's dtype/shape, mask float32 [N,H,W] = 1 where pixels were
     written, report = {frames, faces_found, generated, passed_through, passed_through_frames, seconds}
@@ -90,29 +127,23 @@ def lipsync(frames: np.ndarray, wav_16k: np.ndarray, fps: float, model, detect: 
     if active.shape != (n,):
         raise ValueError(f"active_frames must be one flag per frame ({n}), got shape {active.shape}")
     mels = mel_windows(melspectrogram(wav_16k), fps=fps, num_frames=n)
-    size = model.image_size
 
     # Detection ticks first, against an estimate that assumes a face in every frame; corrected once faces are known.
-    faces = _detect_all(frames, detect, pick, progress, n + -(-n // batch_size) * steps)
-    boxes = _smoothed_boxes(faces, (height, width), pads, smooth_window)
+    estimate = n + -(-n // batch_size) * steps
+    detect_progress = None if progress is None else (lambda done, _total: progress(done, estimate))
+    boxes = locate_faces(frames, detect, pick, pads, smooth_window, detect_progress)
     to_generate = [i for i in sorted(boxes) if active[i]]
     batches = [to_generate[i:i + batch_size] for i in range(0, len(to_generate), batch_size)]
     total = n + len(batches) * steps
 
     output = frames.copy()
     mask = np.zeros((n, height, width), dtype=np.float32)
-    noise = seeded_noise(seed, size)
     for b, batch in enumerate(batches):
         batch_boxes = np.stack([boxes[i] for i in batch])
-        target = crops_to_model(crop_faces([frames[i] for i in batch], batch_boxes, size))
-        done_before = n + b * steps
-        step_progress = None if progress is None else (lambda done, _t, base=done_before: progress(base + done, total))
-        sample = ddim_sample(model, target, target, torch.from_numpy(mels[batch]), noise, steps,
-                             progress=step_progress)
-        faces_out = model_to_crops(composite_lower_half(sample, target.to(sample.device)), frames.dtype)
-        for i, face, box in zip(batch, faces_out, batch_boxes):
-            y1, y2, x1, x2 = paste_face(output[i], face, box, upscale=upscale, lower_half=not paste_whole_box)
-            mask[i, y1:y2, x1:x2] = 1.0
+        crops = crop_faces([frames[i] for i in batch], batch_boxes, model.image_size)
+        step_progress = None if progress is None else (lambda done, _t, base=n + b * steps: progress(base + done, total))
+        faces_out = generate_faces(model, crops, mels[batch], steps, seed, step_progress)
+        paste_generated(output, mask, batch, faces_out, batch_boxes, upscale, lower_half=not paste_whole_box)
     if progress is not None and not batches:
         progress(total, total)  # nothing to generate: close the detection-time estimate
     passed = [i for i in range(n) if i not in boxes]
