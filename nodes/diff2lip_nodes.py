@@ -228,6 +228,11 @@ class Diff2LipLipSync(io.ComfyNode):
                 io.Boolean.Input("close_mouth_in_silence", default=False,
                                  tooltip="Where a voice-activity detector (silero-vad) hears no speech, keep the "
                                          "original mouth instead of generating one from noise."),
+                io.Float.Input("flow_guided_start", default=0.0, min=0.0, max=0.9, step=0.05,
+                               tooltip="Experimental, off by default: start each frame's sampling from the previous "
+                                       "frame's result warped by optical flow, skipping this fraction of the steps "
+                                       "(frames are then sampled one by one). Not verified with the released "
+                                       "weights; see README."),
                 io.UpscaleModel.Input("upscale_model", optional=True,
                                       tooltip="Super-resolution for the 128 px generated crop before it is resized "
                                               "into a larger face box (e.g. RealESRGAN_x2plus via Load Upscale Model)."),
@@ -242,7 +247,8 @@ class Diff2LipLipSync(io.ComfyNode):
 
     @classmethod
     def execute(cls, frames, audio, fps, model, detector, quality, custom_steps, seed, batch_size, face, face_index,
-                pad_top, pad_bottom, pad_left, pad_right, close_mouth_in_silence, upscale_model=None):
+                pad_top, pad_bottom, pad_left, pad_right, close_mouth_in_silence, flow_guided_start=0.0,
+                upscale_model=None):
         from ..pipelines.audio_enhance import speech_activity
         from ..pipelines.diff2lip import lipsync
         from ..pipelines.diff2lip.presets import steps_for
@@ -258,7 +264,8 @@ class Diff2LipLipSync(io.ComfyNode):
         out, mask, report = lipsync(array, wav, fps, model.module, detector, steps=steps, seed=seed,
                                     batch_size=batch_size, pads=(pad_top, pad_bottom, pad_left, pad_right),
                                     pick=_pick(face, face_index),
-                                    progress=progress_callback(total_estimate), upscale=upscale, active_frames=active)
+                                    progress=progress_callback(total_estimate), upscale=upscale, active_frames=active,
+                                    flow_start=flow_guided_start)
         report["steps"] = steps
         if active is not None:
             report["silent_frames_kept"] = int((~active).sum())

@@ -34,7 +34,7 @@ def _diff2lip_core(enhanced: bool) -> dict:
         "7": node("Diff2LipLipSync", "Lip Sync", frames=["2", 0], audio=["4" if enhanced else "3", 0], fps=["2", 2],
                   model=["5", 0], detector=["6", 0], quality="high" if enhanced else "balanced", custom_steps=25,
                   seed=7, batch_size=8, face="largest", face_index=0, pad_top=0, pad_bottom=10, pad_left=0,
-                  pad_right=0, close_mouth_in_silence=enhanced),
+                  pad_right=0, close_mouth_in_silence=enhanced, flow_guided_start=0.0),
     }
     if enhanced:
         g["4"] = node("Diff2LipAudioCleanup", "Audio Clean-up", audio=["3", 0], denoise=True, compress=False,

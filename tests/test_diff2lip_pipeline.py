@@ -13,7 +13,8 @@ from talkinghead.models.diff2lip import load_diff2lip
 from talkinghead.pipelines.diff2lip import (composite_lower_half, crop_faces, crops_to_model, ddim_sample,
                                             ddim_schedule, ddim_timesteps, generate_faces, linear_betas, lipsync,
                                             locate_faces, mel_windows, melspectrogram, model_to_crops, paste_faces,
-                                            paste_generated, seeded_noise, smooth_boxes, window_start)
+                                            paste_generated, seeded_noise, smooth_boxes, start_alpha_bar,
+                                            window_start)
 
 ATOL = 1e-4  # fixture README: forward outputs and DDIM samples
 
@@ -300,6 +301,33 @@ def test_separate_stages_over_all_crops_equal_the_batched_lipsync(tiny):
     assert np.array_equal(out, expected) and np.array_equal(mask, expected_mask)
     with pytest.raises(ValueError, match="model works at 32"):
         generate_faces(tiny, crop_faces(frames[:1], stacked[:1], 64), mels[:1], steps=2)
+
+
+def test_ddim_resumes_exactly_from_a_state_after_skipped_steps(tiny):
+    rng = np.random.default_rng(4)
+    target = torch.from_numpy(rng.uniform(-1, 1, (2, 3, 32, 32)).astype(np.float32))
+    mels = torch.from_numpy(rng.uniform(-4, 4, (2, 80, 16)).astype(np.float32))
+    states = []
+    full = ddim_sample(tiny, target, target, mels, seeded_noise(7, 32), 10, step_hook=lambda d: states.append(d["x"]))
+    resumed = ddim_sample(tiny, target, target, mels, seeded_noise(7, 32), 10, x_init=states[3], skip_steps=4)
+    assert torch.allclose(resumed, full, atol=1e-6)
+    with pytest.raises(ValueError, match="skip_steps"):
+        ddim_sample(tiny, target, target, mels, seeded_noise(7, 32), 10, skip_steps=4)  # no x_init
+    assert start_alpha_bar(10, 4) == pytest.approx(float(ddim_schedule(10).alphas_cumprod_prev[10 - 4]))
+
+
+def test_flow_guided_start_samples_frame_by_frame_with_fewer_steps(tiny):
+    frames, wav = _clip()
+    recorder = _InputShapes(tiny)
+    try:
+        out, mask, report = lipsync(frames, wav, 25.0, tiny, fake_detect, steps=10, batch_size=4, flow_start=0.4)
+    finally:
+        recorder.handle.remove()
+    # faces in frames 0,1 | 3,4 (frame 2 has none): each run's first frame takes 10 steps, the next one 10 - 4
+    assert len(recorder.shapes) == 2 * (10 + 6) and set(recorder.shapes) == {(1, 3, 32, 32)}
+    assert report["generated"] == 4 and not (out != frames).any(axis=-1)[mask == 0].any()
+    with pytest.raises(ValueError, match="flow_start"):
+        lipsync(frames, wav, 25.0, tiny, fake_detect, steps=10, flow_start=1.0)
 
 
 def test_lipsync_float_frames_keep_their_dtype(tiny):

@@ -2,10 +2,10 @@
 from .audio import mel_windows, melspectrogram, window_start
 from .crops import crop_faces, crops_to_model, model_to_crops, paste_face, paste_faces, smooth_boxes
 from .diffusion import (composite_lower_half, ddim_sample, ddim_schedule, ddim_timesteps, linear_betas,
-                        lower_half_mask, seeded_noise)
-from .lipsync import generate_faces, lipsync, locate_faces, paste_generated
+                        lower_half_mask, seeded_noise, start_alpha_bar)
+from .lipsync import flow_guided_start, generate_faces, lipsync, locate_faces, paste_generated
 
 __all__ = ["composite_lower_half", "crop_faces", "crops_to_model", "ddim_sample", "ddim_schedule", "ddim_timesteps",
-           "generate_faces", "linear_betas", "lipsync", "locate_faces", "lower_half_mask", "mel_windows",
-           "melspectrogram", "model_to_crops", "paste_face", "paste_faces", "paste_generated", "seeded_noise",
-           "smooth_boxes", "window_start"]
+           "flow_guided_start", "generate_faces", "linear_betas", "lipsync", "locate_faces", "lower_half_mask",
+           "mel_windows", "melspectrogram", "model_to_crops", "paste_face", "paste_faces", "paste_generated",
+           "seeded_noise", "smooth_boxes", "start_alpha_bar", "window_start"]

@@ -95,13 +95,16 @@ def ddim_sample(model, target: torch.Tensor, reference: torch.Tensor, mels: torc
                 steps: int, clip_denoised: bool = True, eta: float = 0.0,
                 progress: Callable[[int, int], None] | None = None,
                 step_hook: Callable[[dict], None] | None = None,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+                generator: torch.Generator | None = None, x_init: torch.Tensor | None = None,
+                skip_steps: int = 0) -> torch.Tensor:
     """DDIM sampling of the lower half of ``target`` faces; returns the final sample [N,3,H,W] before compositing.
 
     target, reference: [N,3,H,W] in [-1,1]; mels: [N,80,16] (tensors or arrays); noise: [N or 1,3,H,W], used both
     as x_T and as the masked half of the conditioning image (trap 9).  The audio conditioning is computed once, not at every step.
     ``progress(done, steps)`` runs after each step; ``step_hook`` receives a dict (index, timestep, model_out,
     pred_xstart, x) after each step.  ``generator`` drives the extra noise of eta > 0 (drawn on the CPU).
+    ``skip_steps`` > 0 starts later in the schedule from ``x_init`` (an x at the noise level
+    :func:`start_alpha_bar` gives, e.g. a guess noised SDEdit-style); the conditioning noise stays ``noise``.
     """
     device = next(model.parameters()).device
     target, reference, mels, noise = (torch.as_tensor(t).to(device=device, dtype=torch.float32)
@@ -116,8 +119,10 @@ def ddim_sample(model, target: torch.Tensor, reference: torch.Tensor, mels: torc
 
     schedule = ddim_schedule(steps)
     recip, recipm1 = schedule.sqrt_recip_alphas_cumprod, schedule.sqrt_recipm1_alphas_cumprod
-    x = noise
-    for done, i in enumerate(reversed(range(steps)), start=1):
+    if not 0 <= skip_steps < steps or (skip_steps > 0) != (x_init is not None):
+        raise ValueError(f"skip_steps must be in [0, {steps}) and given together with x_init, got {skip_steps}")
+    x = noise if x_init is None else torch.as_tensor(x_init).to(device=device, dtype=torch.float32).expand(n, -1, -1, -1)
+    for done, i in enumerate(reversed(range(steps - skip_steps)), start=1):
         timesteps = torch.full((n,), int(schedule.timesteps[i]), dtype=torch.long, device=device)
         model_out = model(x, timesteps, cond_img=cond_img, mask=mask, ref_img=reference, audio_style=audio_style)
         eps = model_out[:, :3]  # channels 3-5 (learned variance) only matter for DDPM (trap 18)
@@ -135,5 +140,10 @@ def ddim_sample(model, target: torch.Tensor, reference: torch.Tensor, mels: torc
             step_hook({"index": i, "timestep": int(schedule.timesteps[i]), "model_out": model_out,
                        "pred_xstart": pred_xstart, "x": x})
         if progress is not None:
-            progress(done, steps)
+            progress(done, steps - skip_steps)
     return x
+
+
+def start_alpha_bar(steps: int, skip_steps: int) -> float:
+    """ᾱ of the state DDIM with ``steps`` steps expects after skipping its first ``skip_steps`` steps."""
+    return float(ddim_schedule(steps).alphas_cumprod[steps - 1 - skip_steps])

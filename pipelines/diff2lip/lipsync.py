@@ -10,7 +10,7 @@ import torch
 from ..face_detection import pick_face
 from .audio import mel_windows, melspectrogram
 from .crops import Upscale, crop_faces, crops_to_model, model_to_crops, paste_face, smooth_boxes
-from .diffusion import composite_lower_half, ddim_sample, seeded_noise
+from .diffusion import composite_lower_half, ddim_sample, seeded_noise, start_alpha_bar
 
 Detection = Sequence[float]  # (x1, y1, x2, y2, score)
 Detector = Callable[[np.ndarray], Sequence[Detection]]
@@ -72,16 +72,19 @@ def locate_faces(frames: np.ndarray, detect: Detector, pick: str | int = "larges
 
 
 def generate_faces(model, crops: np.ndarray, mels: np.ndarray, steps: int, seed: int = 7,
-                   progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+                   progress: Callable[[int, int], None] | None = None, x_init: torch.Tensor | None = None,
+                   skip_steps: int = 0) -> np.ndarray:
     """Re-generate the lower half of face crops [B,S,S,3] (uint8 or float 0..1; S = the model's image size) for their
     mel windows [B,80,16]; returns crops of the same dtype.  Each crop is its own reference, and one seeded noise draw
-    is x_T and the masked-half noise of every crop, as the reference does."""
+    is x_T and the masked-half noise of every crop, as the reference does.  ``x_init``/``skip_steps``: start later in
+    the schedule from a given state (see :func:`ddim_sample`)."""
     if crops.shape[1:3] != (model.image_size, model.image_size):
         raise ValueError(f"crops are {crops.shape[1]}x{crops.shape[2]} but the model works at {model.image_size}: "
                          f"crop the faces at {model.image_size}")
     target = crops_to_model(crops)
     sample = ddim_sample(model, target, target, torch.from_numpy(np.ascontiguousarray(mels)),
-                         seeded_noise(seed, model.image_size), steps, progress=progress)
+                         seeded_noise(seed, model.image_size), steps, progress=progress, x_init=x_init,
+                         skip_steps=skip_steps)
     return model_to_crops(composite_lower_half(sample, target.to(sample.device)), crops.dtype)
 
 
@@ -93,10 +96,26 @@ def paste_generated(output: np.ndarray, mask: np.ndarray, indices: Sequence[int]
         mask[i, y1:y2, x1:x2] = 1.0
 
 
+def flow_guided_start(model, previous_generated: np.ndarray, previous_input: np.ndarray, current_input: np.ndarray,
+                      steps: int, skip_steps: int, seed: int) -> torch.Tensor:
+    """x to start DDIM from after ``skip_steps`` steps: the previous frame's generated crop warped by the optical flow
+    between the previous and current input crops, noised to that step's level (SDEdit); seed noise where the flow
+    is unreliable.  All crops [S,S,3] in the frames' dtype."""
+    from ..diff2lip_enhance.temporal import flow_warped_initial_guess, mix_initial_noise
+
+    unit = [c.astype(np.float32) / 255.0 if c.dtype == np.uint8 else c.astype(np.float32)
+            for c in (previous_generated, previous_input, current_input)]
+    guess, valid = flow_warped_initial_guess(*unit)
+    guess = torch.from_numpy(guess * 2 - 1).permute(2, 0, 1)[None]
+    valid = torch.from_numpy(valid.astype(np.float32))[None, None]
+    return mix_initial_noise(guess, seeded_noise(seed, model.image_size), start_alpha_bar(steps, skip_steps), valid)
+
+
 def lipsync(frames: np.ndarray, wav_16k: np.ndarray, fps: float, model, detect: Detector, steps: int = 25,
             seed: int = 7, batch_size: int = 8, pads: Sequence[int] = (0, 0, 0, 0), pick: str | int = "largest",
             progress: Callable[[int, int], None] | None = None, upscale: Upscale | None = None,
-            smooth_window: int = 5, paste_whole_box: bool = False, active_frames: np.ndarray | None = None):
+            smooth_window: int = 5, paste_whole_box: bool = False, active_frames: np.ndarray | None = None,
+            flow_start: float = 0.0):
     """Re-generate the mouth region of every frame with a face so the lips follow ``wav_16k``.
 
     frames: [N,H,W,3] RGB, uint8 or float 0..1; wav_16k: mono 16 kHz; fps: frame rate of ``frames`` (mel windows are
@@ -111,7 +130,9 @@ def lipsync(frames: np.ndarray, wav_16k: np.ndarray, fps: float, model, detect: 
     (``paste_whole_box=True`` writes the whole resized crop like the reference).  ``upscale`` enlarges each
     generated crop before it is resized into a larger box.  ``active_frames`` (bool [N], e.g. from a voice-activity
     detector) keeps the original mouth where it is False; those frames are still detected so that box smoothing of
-    their neighbours is unchanged.
+    their neighbours is unchanged.  ``flow_start`` > 0 (not in the reference; seed phase 4.2) replaces that fraction
+    of the DDIM steps by :func:`flow_guided_start` from the previous frame's result, for temporal coherence; frames
+    are then sampled one by one, in order.
 
     Returns (frames, mask, report): frames as the input's dtype/shape, mask float32 [N,H,W] = 1 where pixels were
     written, report = {frames, faces_found, generated, passed_through, passed_through_frames, seconds}
@@ -122,6 +143,10 @@ def lipsync(frames: np.ndarray, wav_16k: np.ndarray, fps: float, model, detect: 
     _check_frames(frames)
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if not 0.0 <= flow_start < 1.0:
+        raise ValueError(f"flow_start must be in [0, 1), got {flow_start}")
+    skip = min(int(round(flow_start * steps)), steps - 1)
+    batch_size = 1 if skip else batch_size  # each frame starts from the previous frame's result
     n, height, width = frames.shape[:3]
     active = np.ones(n, bool) if active_frames is None else np.asarray(active_frames, bool)
     if active.shape != (n,):
@@ -138,14 +163,20 @@ def lipsync(frames: np.ndarray, wav_16k: np.ndarray, fps: float, model, detect: 
 
     output = frames.copy()
     mask = np.zeros((n, height, width), dtype=np.float32)
+    previous = None  # (frame index, input crop, generated crop) of the last frame, for flow_start
     for b, batch in enumerate(batches):
         batch_boxes = np.stack([boxes[i] for i in batch])
         crops = crop_faces([frames[i] for i in batch], batch_boxes, model.image_size)
         step_progress = None if progress is None else (lambda done, _t, base=n + b * steps: progress(base + done, total))
-        faces_out = generate_faces(model, crops, mels[batch], steps, seed, step_progress)
+        if skip and previous is not None and previous[0] == batch[0] - 1:
+            x_init = flow_guided_start(model, previous[2], previous[1], crops[0], steps, skip, seed)
+            faces_out = generate_faces(model, crops, mels[batch], steps, seed, step_progress, x_init, skip)
+        else:
+            faces_out = generate_faces(model, crops, mels[batch], steps, seed, step_progress)
+        previous = (batch[-1], crops[-1], faces_out[-1])
         paste_generated(output, mask, batch, faces_out, batch_boxes, upscale, lower_half=not paste_whole_box)
-    if progress is not None and not batches:
-        progress(total, total)  # nothing to generate: close the detection-time estimate
+    if progress is not None:
+        progress(total, total)  # close the bar (detection-time estimate; flow_start frames take fewer steps)
     passed = [i for i in range(n) if i not in boxes]
     report = {"frames": n, "faces_found": len(boxes), "generated": len(to_generate), "passed_through": len(passed),
               "passed_through_frames": passed, "seconds": time.perf_counter() - started}
