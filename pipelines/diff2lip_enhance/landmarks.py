@@ -13,12 +13,11 @@ from typing import Callable
 
 import numpy as np
 
+from ..face_detection import mediapipe_hint
 from ._arrays import as_frames, as_masks
 from .masks import face_box_from_region
 
-MEDIAPIPE_HINT = ("MediaPipe FaceMesh needs mediapipe 0.10.21 (the last release whose wheel ships the face models). "
-                  "Install it without its numpy<2 pin: pip install --no-deps mediapipe==0.10.21 && "
-                  "pip install absl-py attrs flatbuffers 'protobuf>=4.25.3,<5' matplotlib")
+MEDIAPIPE_HINT = mediapipe_hint("MediaPipe FaceMesh")
 FACE_ALIGNMENT_HINT = "the 68-point FAN option needs face-alignment 1.5: pip install face-alignment==1.5.0"
 
 

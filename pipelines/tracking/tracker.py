@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..face_detection import mediapipe_hint
 from ..gagavatar.driver import TrackedDriver
 from .crops import (CROP_SIZE, DECA_SCALE, DECA_SIZE, SCRFD_SCALE, SCRFD_SIZE, arcface_crop, face_crop,
                     head_crop, landmark_box, landmark_input)
@@ -78,8 +79,7 @@ def _selfie_matting() -> Callable:
     try:
         from mediapipe.python.solutions.selfie_segmentation import SelfieSegmentation
     except ImportError as error:
-        raise ImportError("matting='selfie' needs mediapipe 0.10.21 (its wheel ships the selfie-segmentation model): "
-                          "pip install --no-deps mediapipe==0.10.21") from error
+        raise ImportError(mediapipe_hint("matting='selfie'")) from error
     segmenter = SelfieSegmentation(model_selection=0)
 
     def alpha(crop: torch.Tensor) -> torch.Tensor:
