@@ -189,7 +189,9 @@ class GAGAvatarAnimate(io.ComfyNode):
             display_name="Animate Splats (GAGAvatar)",
             category=CATEGORY,
             description="Drives the avatar with the driver's FLAME expression/jaw/eyes and camera, and splats the "
-                        "Gaussians into 32-channel feature images (LATENT, 512²). Feed them to Refine (GAGAvatar).",
+                        "Gaussians into 32-channel feature images (LATENT, 512²). Feed them to Refine (GAGAvatar). "
+                        "The splats take 32 MB per frame; for long drivers use Animate Avatar (one node), which "
+                        "never holds them all.",
             inputs=[GAGAVATAR_MODEL.Input("model"), FLAME_MODEL.Input("flame"), GAGAVATAR_AVATAR.Input("avatar"),
                     GAGAVATAR_DRIVER.Input("driver"),
                     io.Int.Input("batch_size", default=1, min=1, max=64,

@@ -6,6 +6,8 @@ import json
 import random
 import re
 import shlex
+import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -263,10 +265,12 @@ def test_missing_message_names_file_folder_and_a_working_command(test_manifest, 
     assert "gated.bin" in message and str(folder) in message
     command = message.split("Download it with: ")[1]
     launcher = fetch_module.PACK_DIR / "scripts" / "talkinghead.py"
-    assert launcher.is_file() and command.startswith(f"python {launcher} weights ")
+    assert launcher.is_file() and command.startswith(f"{sys.executable} {launcher} weights ")  # runs as printed
     argv = shlex.split(command.split(" weights ", 1)[1])
     assert argv == ["fetch", "gated", "--accept-licence", "cc-by-nc-4.0", "--models-dir", str(models)]
-    assert main([*argv, "--manifest", str(test_manifest), "--base-url", server.url]) == 0
+    run = subprocess.run([*shlex.split(command), "--manifest", str(test_manifest), "--base-url", server.url],
+                         capture_output=True, text=True, timeout=120)  # the printed command, as a user pastes it
+    assert run.returncode == 0, run.stderr
     assert (folder / "gated.bin").read_bytes() == OTHER_PAYLOAD
 
     manual = missing_message("manual", models, test_manifest)

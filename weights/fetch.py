@@ -33,7 +33,7 @@ def find_models_dir(pack_dir: Optional[Path] = None) -> Optional[Path]:
 
 def cli_command() -> str:
     """How to call the pack's command line whatever the pack folder is named (``python -m`` needs a valid name)."""
-    return f"python {shlex.quote(str(PACK_DIR / 'scripts' / 'talkinghead.py'))}"
+    return f"{shlex.quote(sys.executable or 'python3')} {shlex.quote(str(PACK_DIR / 'scripts' / 'talkinghead.py'))}"
 
 
 def fetch_command(entry: dict, models_dir: Union[str, os.PathLike]) -> str:
