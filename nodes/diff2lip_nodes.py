@@ -257,7 +257,9 @@ class Diff2LipLipSync(io.ComfyNode):
         steps = steps_for(quality, custom_steps)
         array = image_to_numpy(frames)
         n = len(array)
-        wav = audio_to_mono(audio["waveform"], audio["sample_rate"])
+        # The mouth follows the audio as it is returned: trimmed to the video, or padded with silence (mouth closes)
+        fitted_wave = fit_audio_to_frames(audio["waveform"], audio["sample_rate"], n, fps)
+        wav = audio_to_mono(fitted_wave, audio["sample_rate"])
         active = speech_activity(wav, fps, n) if close_mouth_in_silence else None
         upscale = _crop_upscaler(upscale_model, model.device)
         total_estimate = n + -(-n // batch_size) * steps
@@ -275,8 +277,8 @@ class Diff2LipLipSync(io.ComfyNode):
             report.pop("passed_through_frames")
         text = json.dumps(report, default=float)
         log.info("Diff2Lip Lip Sync: %s", text)
-        fitted = make_audio(fit_audio_to_frames(audio["waveform"], audio["sample_rate"], n, fps), audio["sample_rate"])
-        return io.NodeOutput(numpy_to_image(out), fitted, torch.from_numpy(mask), text, ui={"text": [text]})
+        return io.NodeOutput(numpy_to_image(out), make_audio(fitted_wave, audio["sample_rate"]), torch.from_numpy(mask),
+                             text, ui={"text": [text]})
 
 
 class Diff2LipCropFaces(io.ComfyNode):
@@ -346,10 +348,11 @@ class Diff2LipSampleFaces(io.ComfyNode):
         from ..pipelines.audio_enhance import speech_activity
         from ..pipelines.diff2lip import generate_faces, mel_windows, melspectrogram
         from ..pipelines.diff2lip.presets import steps_for
-        from ..pipelines.media import audio_to_mono
+        from ..pipelines.media import audio_to_mono, fit_audio_to_frames
 
         steps = steps_for(quality, custom_steps)
-        wav = audio_to_mono(audio["waveform"], audio["sample_rate"])
+        fitted_wave = fit_audio_to_frames(audio["waveform"], audio["sample_rate"], crops["num_frames"], fps)
+        wav = audio_to_mono(fitted_wave, audio["sample_rate"])  # as Lip Sync: silence past the end of the audio
         mels = mel_windows(melspectrogram(wav), fps=fps, num_frames=crops["num_frames"])
         active = speech_activity(wav, fps, crops["num_frames"]) if close_mouth_in_silence else None
         images = _crops_as_images(crops)
