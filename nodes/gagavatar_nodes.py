@@ -106,6 +106,9 @@ class GAGAvatarLoadTrackedDriver(io.ComfyNode):
                 io.Float.Input("fps", default=0.0, min=0.0, max=240.0, step=0.001,
                                tooltip="Frame rate of the driver; 0 = the one stored with the driver (meta.json)."),
                 io.Int.Input("max_frames", default=0, min=0, max=100000, tooltip="Keep the first N frames (0 = all)."),
+                io.Boolean.Input("output_frames", default=True,
+                                 tooltip="Also output the driver's 512² crops as IMAGE (3 MB per frame in memory); "
+                                         "off = a 1-frame placeholder, the crops stay on disk."),
             ],
             outputs=[GAGAVATAR_DRIVER.Output(display_name="driver"),
                      io.Image.Output(display_name="driver_frames"),
@@ -113,16 +116,16 @@ class GAGAvatarLoadTrackedDriver(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, driver_path, fps, max_frames):
+    def execute(cls, driver_path, fps, max_frames, output_frames=True):
         from ..pipelines.gagavatar import read_tracked
 
         node = "Load Tracked Driver (GAGAvatar)"
         driver = read_tracked(resolve_input_path(driver_path, node, "driver folder"), fps=fps or None,
-                              max_frames=max_frames or None, load_images=True)
+                              max_frames=max_frames or None)  # crops stay lazy (LMDB) in the driver
         if not driver.fps:
             raise ValueError(f"{node}: the driver stores no frame rate; set the fps input (e.g. the driving video's).")
-        images = driver.load_images()
-        preview = numpy_to_image(images) if images is not None else torch.zeros(len(driver), 64, 64, 3)
+        images = driver.load_images() if output_frames else None
+        preview = numpy_to_image(images) if images is not None else torch.zeros(1, 64, 64, 3)
         return io.NodeOutput(driver, preview, float(driver.fps))
 
 

@@ -81,7 +81,7 @@ def _gagavatar_inputs() -> dict:
         "2": node("GAGAvatarFLAMELoader", "FLAME", flame_name="FLAME_with_eye.pt"),
         "3": node("GAGAvatarLoadTrackedSource", "Tracked Source", source_path="gagavatar_source", frame_index=0),
         "4": node("GAGAvatarLoadTrackedDriver", "Tracked Driver", driver_path="gagavatar_driver", fps=0.0,
-                  max_frames=0),
+                  max_frames=0, output_frames=True),
         "5": node("GAGAvatarEncodeSource", "Encode Source", model=["1", 0], source=["3", 0]),
     }
 

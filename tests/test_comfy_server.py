@@ -31,7 +31,7 @@ EXPECTED_NODES = {
     "Diff2LipQualityMetrics": ({"original", "output", "generated_mask", "composite_mask"}, ["STRING"]),
     "GAGAvatarModelLoader": ({"ckpt_name", "precision"}, ["GAGAVATAR_MODEL"]),
     "GAGAvatarFLAMELoader": ({"flame_name"}, ["FLAME_MODEL"]),
-    "GAGAvatarLoadTrackedDriver": ({"driver_path", "fps", "max_frames"}, ["GAGAVATAR_DRIVER", "IMAGE", "FLOAT"]),
+    "GAGAvatarLoadTrackedDriver": ({"driver_path", "fps", "max_frames", "output_frames"}, ["GAGAVATAR_DRIVER", "IMAGE", "FLOAT"]),
     "GAGAvatarLoadTrackedSource": ({"source_path", "frame_index"}, ["GAGAVATAR_SOURCE", "IMAGE"]),
     "GAGAvatarEncodeSource": ({"model", "source"}, ["GAGAVATAR_AVATAR"]),
     "GAGAvatarAnimate": ({"model", "flame", "avatar", "driver", "batch_size", "rasterizer"}, ["LATENT"]),
