@@ -170,3 +170,48 @@ def test_matting_composites_the_crop_onto_black(models):
     matted = dataclasses.replace(models, matting=left_half_background, matting_method="test")
     record = track_image(synth.head_frame(200, 150, centre=(75, 90), radii=(30, 40)), matted, steps=STEPS)
     assert record.images[0, :, :256].max() == 0 and record.images[0, :, 300:].max() > 150
+
+
+def _causal_ema(track: np.ndarray, alpha: float) -> np.ndarray:
+    out = [track[0]]
+    for value in track[1:]:
+        out.append(alpha * value + (1 - alpha) * out[-1])
+    return np.stack(out)
+
+
+def test_track_video_smooths_each_field_as_the_reference(models, monkeypatch):
+    """Head boxes get EMA 0.03 before cropping; after the fit the camera translation / 6D rotation get EMA 0.6 and the
+    eyes 0.7, while expression, jaw, shape and bbox are passed through unsmoothed (gagavatar.md §6.3)."""
+    from scipy.spatial.transform import Rotation
+
+    from talkinghead.pipelines.tracking import tracker
+
+    frames = np.stack([synth.head_frame(120, 160, centre=(50 + 12 * i, 60 - 4 * i), radii=(18 + 2 * i, 24))
+                       for i in range(5)])
+    detected = np.stack([models.vgghead(torch.from_numpy(f).permute(2, 0, 1).float()).bbox for f in frames])
+    cropped_boxes = []
+    real_head_crop = tracker.head_crop
+    monkeypatch.setattr(tracker, "head_crop",
+                        lambda image, box: cropped_boxes.append(np.array(box)) or real_head_crop(image, box))
+
+    rng = np.random.default_rng(0)
+    rotations = Rotation.from_rotvec([[0.1 * i, 0.25 * i * (-1) ** i, 0.05] for i in range(5)]).as_matrix()
+    translations = np.array([[0.02 * i, -0.03 * i * (-1) ** i, 9.0 + 0.5 * (-1) ** i] for i in range(5)])
+    raw = {"shapecode": np.repeat(rng.normal(size=(1, 300)), 5, 0), "expcode": rng.normal(size=(5, 100)),
+           "posecode": np.concatenate([np.zeros((5, 3)), rng.normal(size=(5, 3))], 1),
+           "eyecode": rng.normal(size=(5, 6)) * 0.1, "bbox": rng.uniform(0, 1, size=(5, 4)),
+           "transform_matrix": np.concatenate([rotations, translations[..., None]], 2),
+           "landmarks_used": np.ones(5, bool)}
+    monkeypatch.setattr(tracker, "fit_observations",
+                        lambda observations, *args, **kwargs: {k: v[:len(observations)] for k, v in raw.items()})
+
+    driver, _ = track_video(frames, 25.0, models, steps=STEPS)
+    np.testing.assert_allclose(np.stack(cropped_boxes), _causal_ema(detected, 0.03), atol=1e-9)
+    assert np.abs(np.stack(cropped_boxes) - detected).max() > 20  # the clip moves: the EMA is visible
+    np.testing.assert_allclose(driver.eyecode, _causal_ema(raw["eyecode"], 0.7), atol=1e-6)
+    np.testing.assert_allclose(driver.transform_matrix[:, :, 3], _causal_ema(translations, 0.6), atol=1e-5)
+    first_rows = _causal_ema(rotations[:, 0], 0.6)  # PyTorch3D 6D = rows; Gram-Schmidt keeps row 0's direction
+    np.testing.assert_allclose(driver.transform_matrix[:, 0, :3],
+                               first_rows / np.linalg.norm(first_rows, axis=1, keepdims=True), atol=1e-5)
+    for name in ("expcode", "posecode", "shapecode", "bbox"):
+        np.testing.assert_allclose(getattr(driver, name), raw[name], atol=1e-6, err_msg=name)
