@@ -215,3 +215,19 @@ def test_track_video_smooths_each_field_as_the_reference(models, monkeypatch):
                                first_rows / np.linalg.norm(first_rows, axis=1, keepdims=True), atol=1e-5)
     for name in ("expcode", "posecode", "shapecode", "bbox"):
         np.testing.assert_allclose(getattr(driver, name), raw[name], atol=1e-6, err_msg=name)
+
+
+def test_track_image_crop_geometry_bbox_and_dtypes(models):
+    """The 512 crop is the sqrt(w·h)·1.65 square around VGGHead's box (corners truncated), and ``bbox`` is VGGHead's
+    box in that crop / 512; every record field is float32 with the driver-format shape."""
+    frame = synth.head_frame(200, 150, centre=(75, 90), radii=(30, 40))
+    head = models.vgghead(torch.from_numpy(frame).permute(2, 0, 1).float()).bbox
+    square = np.trunc(square_head_box(head, 1.65))
+    expected = (head - square[[0, 1, 0, 1]]) * 512 / (square[2] - square[0])
+    record = track_image(frame, models, steps=STEPS)
+    np.testing.assert_allclose(record.bbox[0] * 512, expected, atol=4.0)
+    shapes = {"bbox": (4,), "shapecode": (300,), "expcode": (100,), "posecode": (6,), "eyecode": (6,),
+              "transform_matrix": (3, 4)}
+    for name, shape in shapes.items():
+        value = getattr(record, name)
+        assert value.dtype == np.float32 and value.shape == (1, *shape), name
