@@ -231,3 +231,40 @@ def test_track_image_crop_geometry_bbox_and_dtypes(models):
     for name, shape in shapes.items():
         value = getattr(record, name)
         assert value.dtype == np.float32 and value.shape == (1, *shape), name
+
+
+def test_emica_crops_geometry_and_wiring(models):
+    """EMICA's crops around the face box: side int((w+h)/2·1.1·scale), corner int(centre - side/2), zero padding;
+    DECA/EMOCA see the 224² crop at ×1.25 in 0..1, SCRFD the 320² crop at ×2.0 (0..255), MICA a 112² ArcFace crop."""
+    import dataclasses
+
+    from talkinghead.pipelines.tracking import analyse_crop
+    from talkinghead.pipelines.tracking.crops import face_crop
+
+    image = torch.arange(3 * 300 * 320, dtype=torch.float32).reshape(3, 300, 320) % 251
+    box = [100.0, 120.0, 200.0, 240.0]  # side int(110·1.1·1.25) = 151, corner (int(150 - 75.5), int(180 - 75.5))
+    torch.testing.assert_close(face_crop(image, box, 151, 1.25), image[:, 104:255, 74:225])
+    wide = face_crop(image, box, 302, 2.0)  # side int(110·1.1·2) = 242 at (29, 59), resized to 302
+    assert wide.shape == (3, 302, 302)
+    torch.testing.assert_close(wide, face_crop(image[:, 59:301, 29:271], [71, 61, 171, 181], 302, 2.0))
+
+    seen = {}
+
+    class RecordingSCRFD:
+        def largest_face(self, crop):
+            seen["scrfd"] = crop
+            return models.scrfd.largest_face(crop)
+
+    def recording_emica(deca, arcface):
+        seen["deca"], seen["arcface"] = deca, arcface
+        return models.emica(deca, arcface)
+
+    recording = dataclasses.replace(models, scrfd=RecordingSCRFD(), emica=recording_emica)
+    frame = torch.from_numpy(synth.head_frame(200, 150, centre=(75, 90), radii=(30, 40))).permute(2, 0, 1).float()
+    crop = head_crop(frame, models.vgghead(frame).bbox)
+    observation, reason = analyse_crop(crop, recording)
+    assert observation is not None, reason
+    face = _bright_box(crop.round().byte().permute(1, 2, 0).numpy())
+    torch.testing.assert_close(seen["deca"][0], face_crop(crop, face, 224, 1.25) / 255.0)
+    torch.testing.assert_close(seen["scrfd"], face_crop(crop, face, 320, 2.0))
+    assert seen["arcface"].shape == (1, 3, 112, 112) and seen["arcface"].abs().max() <= 1.0
