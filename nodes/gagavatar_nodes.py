@@ -202,7 +202,9 @@ class GAGAvatarAnimate(io.ComfyNode):
                     io.Combo.Input("rasterizer", options=RASTERIZERS, default="auto",
                                    tooltip="auto = gsplat on CUDA when installed, else the pure-PyTorch kernel "
                                            "(CPU and any GPU); both follow the original 3DGS rules.")],
-            outputs=[io.Latent.Output(display_name="splats")],
+            outputs=[io.Latent.Output(display_name="splats"),
+                     io.Mask.Output(display_name="alpha", tooltip="The avatar's coverage per frame (0 = background): "
+                                                                   "a matte for compositing or enhancement masks.")],
         )
 
     @classmethod
@@ -211,10 +213,10 @@ class GAGAvatarAnimate(io.ComfyNode):
 
         _check_same_model(avatar, model, "Animate Splats (GAGAvatar)")
         progress = progress_callback(len(driver))
-        splats = splat_frames(model.module, flame.module, avatar["avatar"], avatar["source"].shapecode, driver,
-                              batch_size=batch_size, progress=progress, autocast_dtype=_autocast(model),
-                              backend=rasterizer)
-        return io.NodeOutput({"samples": splats})
+        splats, alpha = splat_frames(model.module, flame.module, avatar["avatar"], avatar["source"].shapecode, driver,
+                                     batch_size=batch_size, progress=progress, autocast_dtype=_autocast(model),
+                                     backend=rasterizer, return_alpha=True)
+        return io.NodeOutput({"samples": splats}, alpha.clamp(0, 1))
 
 
 def _autocast(model: LoadedModel):

@@ -111,7 +111,7 @@ def gagavatar_enhanced() -> dict:
     g["12"] = node("GAGAvatarGazeCorrect", "Gaze Correction", driver=["11", 0], flame=["2", 0], strength=0.7,
                    source=["3", 0])
     _gagavatar_render(g, ["12", 0], ["14", 0])
-    g["13"] = node("GAGAvatarDetailEnhance", "Detail Enhance", frames=["7", 0], strength=0.3)
+    g["13"] = node("GAGAvatarDetailEnhance", "Detail Enhance", frames=["7", 0], strength=0.3, face_mask=["6", 1])
     g["14"] = node("GAGAvatarEyeEnhance", "Eye Enhance", frames=["13", 0], driver=["12", 0], flame=["2", 0],
                    strength=0.5, source=["3", 0])
     g["9"] = node("SaveVideo", "Save Video", video=["8", 0], filename_prefix="talkinghead/gagavatar_enhanced",

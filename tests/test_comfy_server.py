@@ -34,7 +34,7 @@ EXPECTED_NODES = {
     "GAGAvatarLoadTrackedDriver": ({"driver_path", "fps", "max_frames", "output_frames"}, ["GAGAVATAR_DRIVER", "IMAGE", "FLOAT"]),
     "GAGAvatarLoadTrackedSource": ({"source_path", "frame_index"}, ["GAGAVATAR_SOURCE", "IMAGE"]),
     "GAGAvatarEncodeSource": ({"model", "source"}, ["GAGAVATAR_AVATAR"]),
-    "GAGAvatarAnimate": ({"model", "flame", "avatar", "driver", "batch_size", "rasterizer"}, ["LATENT"]),
+    "GAGAvatarAnimate": ({"model", "flame", "avatar", "driver", "batch_size", "rasterizer"}, ["LATENT", "MASK"]),
     "GAGAvatarRefine": ({"model", "splats", "reference_noise"}, ["IMAGE"]),
     "GAGAvatarAnimateImages": ({"model", "flame", "source", "driver"}, ["IMAGE", "FLOAT"]),
     "GAGAvatarSmoothDriver": ({"driver", "method", "ema_alpha", "noise_ratio"}, ["GAGAVATAR_DRIVER"]),

@@ -239,6 +239,12 @@ def test_animate_end_to_end(scene):
     # FLAME batch size changes float rounding only
     resplat = gg.splat_frames(model, flame, avatar, source_shape, driver, batch_size=3, backend="torch")
     assert (resplat - splats).abs().max() < 1e-5  # "auto" chose the torch kernel on CPU
+    again, alpha = gg.splat_frames(model, flame, avatar, source_shape, driver, batch_size=3, return_alpha=True)
+    assert torch.equal(again, resplat) and alpha.shape == (3, 64, 64)
+    assert 0 <= alpha.min() and alpha.max() <= 1 and 0 < (alpha > 0.5).float().mean() < 1  # a matte, not all or none
+    points = gg.driver_points(flame, source_shape, gg.as_driver(driver), 0, 1)
+    _, alpha0, _ = gg.animation.render_splat(model, avatar, points[0], gg.as_driver(driver).transform_matrix[0])
+    assert torch.allclose(alpha[0], alpha0, atol=1e-6)  # the rasteriser's own coverage of that frame
     with pytest.raises(ValueError, match="gsplat"):  # forcing the CUDA rasteriser on CPU is refused clearly
         gg.splat_frames(model, flame, avatar, source_shape, driver, backend="gsplat")
     assert np.abs(gg.refine_splats(model, splats, batch_size=3) - frames).max() < 1e-5

@@ -144,15 +144,19 @@ def render_splat(model, avatar, t_points: torch.Tensor, transform, autocast_dtyp
 
 
 def _splat_batch(model, flame, avatar, source_shape, driver, start, stop, autocast_dtype,
-                 on_frame: Callable[[int], None] | None = None, backend: str = "auto") -> torch.Tensor:
+                 on_frame: Callable[[int], None] | None = None,
+                 backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+    """Splats [B,C,S,S] and alphas [B,S,S] of driver frames start..stop-1."""
     points = driver_points(flame, source_shape, driver, start, stop)
-    splats = []
+    splats, alphas = [], []
     for i in range(stop - start):
-        splats.append(render_splat(model, avatar, points[i], driver.transform_matrix[start + i], autocast_dtype,
-                                   backend)[0])
+        image, alpha, _ = render_splat(model, avatar, points[i], driver.transform_matrix[start + i], autocast_dtype,
+                                       backend)
+        splats.append(image)
+        alphas.append(alpha)
         if on_frame is not None:
             on_frame(start + i + 1)
-    return torch.stack(splats)
+    return torch.stack(splats), torch.stack(alphas)
 
 
 def _refine_batch(model, splats: torch.Tensor, randomize_noise: bool, autocast_dtype) -> np.ndarray:
@@ -169,15 +173,18 @@ def _check_batch_size(batch_size: int) -> int:
 
 
 def splat_frames(model, flame, avatar, source_shape, driver, batch_size: int = 1, progress: Progress = None,
-                 autocast_dtype: torch.dtype | None = None, backend: str = "auto") -> torch.Tensor:
-    """The 32-channel splats of every driver frame: float32 CPU tensor [T,32,S,S] (S = 512 released)."""
+                 autocast_dtype: torch.dtype | None = None, backend: str = "auto", return_alpha: bool = False):
+    """The 32-channel splats of every driver frame: float32 CPU tensor [T,32,S,S] (S = 512 released); with
+    ``return_alpha`` also the splat's coverage [T,S,S] in 0..1 (the avatar's matte: 0 on the background)."""
     driver, batch_size = as_driver(driver), _check_batch_size(batch_size)
     total = len(driver)
     if total == 0:
         raise ValueError("the driver has no frames")
     report = None if progress is None else (lambda done: progress(done, total))
-    return torch.cat([_splat_batch(model, flame, avatar, source_shape, driver, start, min(start + batch_size, total),
-                                   autocast_dtype, report, backend).cpu() for start in range(0, total, batch_size)])
+    batches = [_splat_batch(model, flame, avatar, source_shape, driver, start, min(start + batch_size, total),
+                            autocast_dtype, report, backend) for start in range(0, total, batch_size)]
+    splats = torch.cat([s.cpu() for s, _ in batches])
+    return (splats, torch.cat([a.cpu() for _, a in batches])) if return_alpha else splats
 
 
 def refine_splats(model, splats, batch_size: int = 1, progress: Progress = None, randomize_noise: bool = False,
@@ -224,7 +231,8 @@ def animate(model, flame, avatar, source_shape, driver, batch_size: int = 1, pro
     frames, kept_splats = [], []
     for start in range(0, total, batch_size):
         stop = min(start + batch_size, total)
-        splats = _splat_batch(model, flame, avatar, source_shape, driver, start, stop, autocast_dtype, backend=backend)
+        splats, _ = _splat_batch(model, flame, avatar, source_shape, driver, start, stop, autocast_dtype,
+                                 backend=backend)
         frames.append(_refine_batch(model, splats, randomize_noise, autocast_dtype))
         if return_splats:
             kept_splats.append(splats.cpu())
