@@ -25,8 +25,11 @@ class TalkingHeadLoadAudio(io.ComfyNode):
             category=CATEGORY,
             description="Loads speech from an audio or video file in the input folder as AUDIO, without torchaudio "
                         "(soundfile, or PyAV for m4a/mp4/...). Any sample rate and channel count.",
-            inputs=[io.Combo.Input("audio", options=_audio_files(), upload=io.UploadType.audio,
-                                   tooltip="Audio file (wav, flac, mp3, ogg) or a video whose sound track is used.")],
+            # No upload=audio: the frontend only builds the audio upload/preview widgets for core's own audio node
+            # classes; on any other node that flag breaks the widget (checked in ComfyUI frontend 1.32).
+            inputs=[io.Combo.Input("audio", options=_audio_files(),
+                                   tooltip="Audio file (wav, flac, mp3, ogg) or a video whose sound track is used, "
+                                           "from ComfyUI's input folder.")],
             outputs=[io.Audio.Output(display_name="audio")],
         )
 

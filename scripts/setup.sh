@@ -58,14 +58,17 @@ else
 fi
 ln -sfn "$VENV" "$ROOT/.venv"
 
-# Real recorded speech (LibriVox clips) and a speech synthesiser for the tests; skipped without root/apt.
-if [ ! -d /usr/share/pocketsphinx/test/data/librivox ] || ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null; then
+# Real recorded speech (LibriVox clips), a speech synthesiser, and a headless browser that loads the UI workflows
+# into ComfyUI's real frontend, for the tests; skipped without root/apt (those tests then skip with a reason).
+if [ ! -d /usr/share/pocketsphinx/test/data/librivox ] || ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null \
+   || ! command -v chromium >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "[setup] Debian test media: pocketsphinx-testdata espeak-ng sox"
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pocketsphinx-testdata espeak-ng sox >/dev/null) \
+    echo "[setup] Debian test tools: pocketsphinx-testdata espeak-ng sox chromium"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pocketsphinx-testdata espeak-ng sox \
+       chromium >/dev/null) \
       || echo "[setup] warning: apt install failed; tests that need these files will skip with a reason" >&2
   else
-    echo "[setup] note: not root; tests that need pocketsphinx-testdata/espeak-ng/sox will skip" >&2
+    echo "[setup] note: not root; tests that need pocketsphinx-testdata/espeak-ng/sox/chromium will skip" >&2
   fi
 fi
 echo "[setup] ready: $ROOT/.venv -> $VENV"
