@@ -47,6 +47,14 @@ def diff2lip_fixtures(fixtures_dir) -> Path:
     return fixtures_dir / "diff2lip"
 
 
+@pytest.fixture(scope="module")
+def tiny(diff2lip_fixtures):
+    """The tiny Diff2Lip checkpoint of the fixtures (official format; its heads are 32 wide), one per test module."""
+    from talkinghead.models.diff2lip import load_diff2lip
+
+    return load_diff2lip(diff2lip_fixtures / "tiny_unet.pt", num_head_channels=32)
+
+
 @pytest.fixture(scope="session")
 def gagavatar_fixtures(fixtures_dir) -> Path:
     return fixtures_dir / "gagavatar"

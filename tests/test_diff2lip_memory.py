@@ -8,7 +8,6 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from talkinghead.models.diff2lip import load_diff2lip
 from talkinghead.pipelines.diff2lip import lipsync
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -19,8 +18,8 @@ def _face(frame):
 
 
 @pytest.mark.parametrize("frames", [12, 36])
-def test_working_set_does_not_grow_with_the_clip(diff2lip_fixtures, frames):
-    model = load_diff2lip(diff2lip_fixtures / "tiny_unet.pt", num_head_channels=32)
+def test_working_set_does_not_grow_with_the_clip(tiny, frames):
+    model = tiny
     video = np.random.default_rng(0).random((frames, 360, 640, 3), dtype=np.float32)  # float like ComfyUI IMAGE
     wav = np.zeros(int(16000 * frames / 25), np.float32)
     lipsync(video[:2], wav, 25.0, model, _face, steps=1)  # one-time costs (imports, mel filter bank) out of the way

@@ -22,11 +22,6 @@ def tiny_state(diff2lip_fixtures):
 
 
 @pytest.fixture(scope="module")
-def tiny(diff2lip_fixtures):
-    return load_diff2lip(diff2lip_fixtures / "tiny_unet.pt", num_head_channels=32)
-
-
-@pytest.fixture(scope="module")
 def forward_case(diff2lip_fixtures):
     data = np.load(diff2lip_fixtures / "tiny_forward.npz")
     return {key: torch.from_numpy(data[key]) for key in data.files}

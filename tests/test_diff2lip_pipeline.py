@@ -9,7 +9,6 @@ import pytest
 import soundfile
 import torch
 
-from talkinghead.models.diff2lip import load_diff2lip
 from talkinghead.pipelines.diff2lip import (composite_lower_half, crop_faces, crops_to_model, ddim_sample,
                                             ddim_schedule, ddim_timesteps, generate_faces, linear_betas, lipsync,
                                             locate_faces, mel_windows, melspectrogram, model_to_crops, paste_faces,
@@ -20,11 +19,6 @@ ATOL = 1e-4  # fixture README: forward outputs and DDIM samples
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def tiny(diff2lip_fixtures):
-    return load_diff2lip(diff2lip_fixtures / "tiny_unet.pt", num_head_channels=32)
 
 
 @pytest.fixture(scope="module")
