@@ -56,6 +56,12 @@ def image_to_numpy(image: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(arr[..., :3])
 
 
+def mask_to_numpy(mask: torch.Tensor) -> np.ndarray:
+    """ComfyUI MASK [B,H,W] (or a single [H,W]) float 0..1 -> numpy float32 [B,H,W]."""
+    arr = mask.detach().cpu().float().numpy()
+    return arr[None] if arr.ndim == 2 else arr
+
+
 def numpy_to_image(arr: np.ndarray) -> torch.Tensor:
     arr = np.asarray(arr)
     if arr.dtype == np.uint8:

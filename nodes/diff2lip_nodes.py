@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from comfy_api.latest import io
 
-from .common import (PRECISIONS, LoadedModel, ModelCache, image_to_numpy, log, numpy_to_image, progress_callback,
-                     resolve_dtype, torch_device)
+from .common import (PRECISIONS, LoadedModel, ModelCache, image_to_numpy, log, mask_to_numpy, numpy_to_image,
+                     progress_callback, resolve_dtype, torch_device)
 from .paths import model_file_problem, model_files, resolve_model_file
 
 DIFF2LIP_MODEL = io.Custom("DIFF2LIP_MODEL")
@@ -447,9 +447,7 @@ class Diff2LipAudioCleanup(io.ComfyNode):
 
 def _frames_and_mask(frames, mask):
     array = image_to_numpy(frames)
-    masks = mask.detach().cpu().float().numpy()
-    if masks.ndim == 2:
-        masks = masks[None]
+    masks = mask_to_numpy(mask)
     if masks.shape != array.shape[:3]:
         raise ValueError(f"mask shape {tuple(masks.shape)} does not match the frames {tuple(array.shape[:3])}: "
                          "connect the generated_mask of the same Diff2Lip Lip Sync run")

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from comfy_api.latest import io
 
-from .common import image_to_numpy, numpy_to_image, progress_callback
+from .common import image_to_numpy, mask_to_numpy, numpy_to_image, progress_callback
 from .gagavatar_nodes import FLAME_MODEL, GAGAVATAR_DRIVER, GAGAVATAR_SOURCE
 
 CATEGORY = "TalkingHead/GAGAvatar/enhance"
@@ -19,13 +19,6 @@ def _enhanced_driver(driver, config, flame=None, source=None):
     result = enhance_driver(driver.as_dict(), config, flame=None if flame is None else flame.module,
                             shapecode=None if source is None else source.shapecode)
     return as_driver(result)
-
-
-def _mask_array(mask):
-    if mask is None:
-        return None
-    array = mask.detach().cpu().float().numpy()
-    return array if array.ndim == 3 else array[None]
 
 
 class GAGAvatarSmoothDriver(io.ComfyNode):
@@ -134,7 +127,8 @@ class GAGAvatarDetailEnhance(io.ComfyNode):
         from ..pipelines.gagavatar_enhance import DetailConfig, EnhanceConfig, enhance_frames
 
         array = image_to_numpy(frames)
-        out = enhance_frames(array, EnhanceConfig(detail=DetailConfig(strength=strength)), _mask_array(face_mask),
+        mask = None if face_mask is None else mask_to_numpy(face_mask)
+        out = enhance_frames(array, EnhanceConfig(detail=DetailConfig(strength=strength)), mask,
                              progress=progress_callback(len(array)))
         return io.NodeOutput(numpy_to_image(out))
 
