@@ -19,6 +19,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from ..pipelines.media import free_path
 from .comfy_client import ComfyClient, ComfyServer, PromptError, vendored_comfyui
 
 REPO = Path(__file__).resolve().parents[1]
@@ -101,15 +102,6 @@ def output_files(history: dict) -> list[dict]:
     return files
 
 
-def unique_destination(folder: Path, name: str) -> Path:
-    dest = folder / name
-    stem, suffix, n = dest.stem, dest.suffix, 1
-    while dest.exists():
-        dest = folder / f"{stem}_{n}{suffix}"
-        n += 1
-    return dest
-
-
 def fetch_outputs(client: ComfyClient, files: list[dict], out_dir: Path) -> list[Path]:
     """Download every output file through /view, writing atomically and never overwriting an existing file."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -117,7 +109,7 @@ def fetch_outputs(client: ComfyClient, files: list[dict], out_dir: Path) -> list
     for f in files:
         query = urllib.parse.urlencode({"filename": f["filename"], "subfolder": f.get("subfolder", ""),
                                         "type": f.get("type", "output")})
-        dest = unique_destination(out_dir, f["filename"])
+        dest = free_path(out_dir / f["filename"])
         with urllib.request.urlopen(f"{client.url}/view?{query}", timeout=120) as r, \
                 tempfile.NamedTemporaryFile(dir=out_dir, delete=False, suffix=".part") as tmp:
             shutil.copyfileobj(r, tmp)
