@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/diff2lip_flow_start.py [--frames 12] [--steps 10]
 
-Runs the tiny official-format Diff2Lip checkpoint from ../shared/fixtures (random weights: the released checkpoint is
+Runs the tiny official-format Diff2Lip checkpoint from tests/fixtures (random weights: the released checkpoint is
 not available here) on a real-photo talking clip with LibriVox speech, and prints the flow-warped frame-to-frame
 difference inside the generated region for several ``flow_start`` fractions.  With random weights this says nothing
 about lip-sync quality; it shows whether the mechanism itself adds or removes temporal change.
@@ -10,14 +10,13 @@ about lip-sync quality; it shows whether the mechanism itself adds or removes te
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("TALKINGHEAD_SHARED", REPO.parent / "shared"))
+FIXTURES = REPO / "tests" / "fixtures"
 
 
 def main() -> None:
@@ -35,7 +34,7 @@ def main() -> None:
     from talkinghead.pipelines.diff2lip_enhance import warped_flicker
     from talkinghead.pipelines.face_detection import make_detector
 
-    model = load_diff2lip(SHARED / "fixtures" / "diff2lip" / "tiny_unet.pt", num_head_channels=32)
+    model = load_diff2lip(FIXTURES / "diff2lip" / "tiny_unet.pt", num_head_channels=32)
     clip = media.talking_clip(frames=args.frames, size=(160, 160))
     wav = media.speech_16k(seconds=args.frames / 25.0)
     detector = make_detector("blazeface_short")

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-FLAME_FIXTURE = REPO.parent / "shared" / "fixtures" / "gagavatar" / "flame_synthetic_small.pt"
+FLAME_FIXTURE = REPO / "tests" / "fixtures" / "gagavatar" / "flame_synthetic_small.pt"
 
 
 def _import_pack():

@@ -1,7 +1,7 @@
 """Time GAGAvatar per driven frame, split into FLAME, splatting (Gaussians + rasteriser) and refiner, plus the one-off
 source encoding, for the released model size on the current device.
 
-Weights are random values in the released layout (the 597-key manifest ``model_full_keys.json`` of the shared
+Weights are random values in the released layout (the 597-key manifest ``model_full_keys.json`` of the test
 fixtures, loaded strictly through ``load_gagavatar``); FLAME is synthetic with the real sizes (V = 5,023).  Random
 weights give Gaussians of about the formula-weight fixture's size, so the rasteriser load is comparable to it
 (trained Gaussians are likely smaller, i.e. cheaper).
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -22,7 +21,7 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("TALKINGHEAD_SHARED", REPO.parent / "shared"))
+FIXTURES = REPO / "tests" / "fixtures"
 
 
 def _import_pack():
@@ -60,7 +59,7 @@ def main() -> None:
     parser.add_argument("--autocast", choices=("none", "bf16", "fp16"), default="none",
                         help="half-precision autocast for Gaussians and refiner (CUDA only)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
-    parser.add_argument("--manifest", type=Path, default=SHARED / "fixtures/gagavatar/model_full_keys.json")
+    parser.add_argument("--manifest", type=Path, default=FIXTURES / "gagavatar" / "model_full_keys.json")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -6,15 +6,13 @@ root as a package), without running the ComfyUI entry point.
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("TALKINGHEAD_SHARED", REPO.parent / "shared")).resolve()
-FIXTURES = SHARED / "fixtures"
+FIXTURES = REPO / "tests" / "fixtures"  # reference data produced by the official code; see its README
 
 
 sys.path.insert(0, str(REPO / "scripts"))
@@ -38,7 +36,7 @@ def one_torch_thread():
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     if not FIXTURES.is_dir():
-        pytest.fail(f"reference fixtures not found at {FIXTURES}: put ../shared beside the repo or set TALKINGHEAD_SHARED")
+        pytest.fail(f"reference fixtures not found at {FIXTURES}: the clone is incomplete")
     return FIXTURES
 
 
