@@ -7,7 +7,7 @@ from dataclasses import replace
 from comfy_api.latest import io
 
 from .common import image_to_numpy, mask_to_numpy, numpy_to_image, progress_callback
-from .gagavatar_nodes import FLAME_MODEL, GAGAVATAR_DRIVER, GAGAVATAR_SOURCE
+from .sockets import FLAME_MODEL, GAGAVATAR_DRIVER, GAGAVATAR_MODEL, GAGAVATAR_SOURCE
 
 CATEGORY = "TalkingHead/GAGAvatar/enhance"
 
@@ -177,7 +177,7 @@ class GAGAvatarEnhancedAnimate(io.ComfyNode):
             category=CATEGORY,
             description="The whole enhanced pipeline in one node: preset 'enhanced' = smoothing + region-aware "
                         "expression + gaze correction before rendering, detail + eye enhancement after.",
-            inputs=[io.Custom("GAGAVATAR_MODEL").Input("model"), FLAME_MODEL.Input("flame"),
+            inputs=[GAGAVATAR_MODEL.Input("model"), FLAME_MODEL.Input("flame"),
                     GAGAVATAR_SOURCE.Input("source"), GAGAVATAR_DRIVER.Input("driver"),
                     io.Combo.Input("preset", options=list(PRESETS), default="enhanced",
                                    tooltip="enhanced = all improvements on; or one of them alone; none = plain."),

@@ -10,11 +10,7 @@ from comfy_api.latest import io
 from .common import PRECISIONS, LoadedModel, ModelCache, numpy_to_image, progress_callback, resolve_dtype, torch_device
 from .paths import model_file_problem, model_files, resolve_model_file
 
-GAGAVATAR_MODEL = io.Custom("GAGAVATAR_MODEL")
-FLAME_MODEL = io.Custom("FLAME_MODEL")
-GAGAVATAR_SOURCE = io.Custom("GAGAVATAR_SOURCE")
-GAGAVATAR_AVATAR = io.Custom("GAGAVATAR_AVATAR")
-GAGAVATAR_DRIVER = io.Custom("GAGAVATAR_DRIVER")
+from .sockets import FLAME_MODEL, GAGAVATAR_AVATAR, GAGAVATAR_DRIVER, GAGAVATAR_MODEL, GAGAVATAR_SOURCE
 CATEGORY = "TalkingHead/GAGAvatar"
 RASTERIZERS = ["auto", "torch", "gsplat"]
 _models = ModelCache()

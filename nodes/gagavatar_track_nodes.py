@@ -9,9 +9,9 @@ import torch
 from comfy_api.latest import io
 
 from .common import ModelCache, image_to_numpy, log, numpy_to_image, progress_callback, torch_device
-from .gagavatar_nodes import FLAME_MODEL, GAGAVATAR_DRIVER, GAGAVATAR_SOURCE
+from .sockets import FLAME_MODEL, GAGAVATAR_DRIVER, GAGAVATAR_SOURCE
 
-GAGAVATAR_TRACKER = io.Custom("GAGAVATAR_TRACKER")
+from .sockets import GAGAVATAR_TRACKER
 CATEGORY = "TalkingHead/GAGAvatar/tracking"
 MATTING = {"StyleMatte (released, as the reference)": "stylematte",
            "MediaPipe selfie segmentation (built-in fallback)": "selfie", "none": "none"}

@@ -1,0 +1,266 @@
+"""Diff2Lip lip-sync nodes: the one-node lip sync and its three split steps (crop, sample, paste)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+from comfy_api.latest import io
+
+from .common import image_to_numpy, log, numpy_to_image, progress_callback, torch_device
+from .sockets import DIFF2LIP_MODEL, FACE_DETECTOR, DIFF2LIP_CROPS
+
+CATEGORY = "TalkingHead/Diff2Lip"
+
+
+def _sampling_inputs() -> list:
+    from ..pipelines.diff2lip.presets import QUALITY_PRESETS
+
+    return [
+        io.Combo.Input("quality", options=[*QUALITY_PRESETS, "custom"], default="high",
+                       tooltip="DDIM steps: fast 10, balanced 25 (the release), high 50, ultra 100."),
+        io.Int.Input("custom_steps", default=25, min=1, max=1000, tooltip="Steps when quality = custom."),
+        io.Int.Input("seed", default=7, min=0, max=2**31 - 1, control_after_generate=True,
+                     tooltip="One noise draw shared by all frames, as the reference (7 = reference seed)."),
+        io.Int.Input("batch_size", default=8, min=1, max=256, tooltip="Face crops per UNet call."),
+    ]
+
+
+def _face_inputs() -> list:
+    return [
+        io.Combo.Input("face", options=["largest", "most confident", "by index (left to right)"],
+                       default="largest", tooltip="Which face to sync when there are several."),
+        io.Int.Input("face_index", default=0, min=0, max=32, tooltip="Used with 'by index': 0 = leftmost."),
+        io.Int.Input("pad_top", default=0, min=0, max=512, tooltip="Pixels added above the face box."),
+        io.Int.Input("pad_bottom", default=10, min=0, max=512,
+                     tooltip="Pixels added below the face box (the reference uses 10 to include the chin)."),
+        io.Int.Input("pad_left", default=0, min=0, max=512, tooltip="Pixels added left of the face box."),
+        io.Int.Input("pad_right", default=0, min=0, max=512, tooltip="Pixels added right of the face box."),
+    ]
+
+
+def _pick(face: str, face_index: int):
+    return {"largest": "largest", "most confident": "best"}.get(face, face_index)
+
+
+def _validate_steps(node: str, quality: str, custom_steps: int):
+    from ..pipelines.diff2lip import ddim_timesteps
+    from ..pipelines.diff2lip.presets import steps_for
+
+    try:
+        ddim_timesteps(steps_for(quality, custom_steps))
+    except ValueError as e:
+        return f"{node}: custom_steps: {e}"
+    return True
+
+
+def _crop_upscaler(upscale_model, device):
+    from ..pipelines.diff2lip_enhance.superres import CropUpscaler
+
+    if upscale_model is None:
+        return None
+    upscale_model.to(device)
+    return CropUpscaler(upscale_model, device=device)
+
+
+class Diff2LipLipSync(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="Diff2LipLipSync",
+            display_name="Diff2Lip Lip Sync",
+            category=CATEGORY,
+            description="Re-synthesises the mouth of every frame to the audio (DDIM on the Diff2Lip UNet). Frames "
+                        "without a face pass through unchanged and are counted in the report. Outputs the audio "
+                        "trimmed/padded to the video and the generated region as a MASK.",
+            inputs=[
+                io.Image.Input("frames", tooltip="Video frames (IMAGE batch)."),
+                io.Audio.Input("audio", tooltip="Speech to sync to: any sample rate and channel count."),
+                io.Float.Input("fps", default=25.0, min=1.0, max=240.0, step=0.001,
+                               tooltip="Frame rate of the frames; audio windows are placed by time (no re-timing)."),
+                DIFF2LIP_MODEL.Input("model"),
+                FACE_DETECTOR.Input("detector"),
+                *_sampling_inputs(),
+                *_face_inputs(),
+                io.Boolean.Input("close_mouth_in_silence", default=False,
+                                 tooltip="Where a voice-activity detector (silero-vad) hears no speech, keep the "
+                                         "original mouth instead of generating one from noise."),
+                io.Float.Input("flow_guided_start", default=0.0, min=0.0, max=0.9, step=0.05,
+                               tooltip="Experimental, off by default: start each frame's sampling from the previous "
+                                       "frame's result warped by optical flow, skipping this fraction of the steps "
+                                       "(frames are then sampled one by one). Not verified with the released "
+                                       "weights; see README."),
+                io.UpscaleModel.Input("upscale_model", optional=True,
+                                      tooltip="Super-resolution for the 128 px generated crop before it is resized "
+                                              "into a larger face box (e.g. RealESRGAN_x2plus via Load Upscale Model)."),
+            ],
+            outputs=[io.Image.Output(display_name="frames"), io.Audio.Output(display_name="audio"),
+                     io.Mask.Output(display_name="generated_mask"), io.String.Output(display_name="report")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, quality, custom_steps):  # named inputs only: **kwargs disables built-in checks
+        return _validate_steps("Diff2Lip Lip Sync", quality, custom_steps)
+
+    @classmethod
+    def execute(cls, frames, audio, fps, model, detector, quality, custom_steps, seed, batch_size, face, face_index,
+                pad_top, pad_bottom, pad_left, pad_right, close_mouth_in_silence, flow_guided_start=0.0,
+                upscale_model=None):
+        from ..pipelines.audio_enhance import speech_activity
+        from ..pipelines.diff2lip import lipsync
+        from ..pipelines.diff2lip.presets import steps_for
+        from ..pipelines.media import audio_to_mono, fit_audio_to_frames, make_audio
+
+        steps = steps_for(quality, custom_steps)
+        array = image_to_numpy(frames)
+        n = len(array)
+        # The mouth follows the audio as it is returned: trimmed to the video, or padded with silence (mouth closes)
+        fitted_wave = fit_audio_to_frames(audio["waveform"], audio["sample_rate"], n, fps)
+        wav = audio_to_mono(fitted_wave, audio["sample_rate"])
+        active = speech_activity(wav, fps, n) if close_mouth_in_silence else None
+        upscale = _crop_upscaler(upscale_model, model.device)
+        total_estimate = n + -(-n // batch_size) * steps
+        out, mask, report = lipsync(array, wav, fps, model.module, detector, steps=steps, seed=seed,
+                                    batch_size=batch_size, pads=(pad_top, pad_bottom, pad_left, pad_right),
+                                    pick=_pick(face, face_index),
+                                    progress=progress_callback(total_estimate), upscale=upscale, active_frames=active,
+                                    flow_start=flow_guided_start)
+        report["steps"] = steps
+        if active is not None:
+            report["silent_frames_kept"] = int((~active).sum())
+        if upscale is not None:
+            report["upscale_ms_per_frame"] = round(upscale.ms_per_crop(), 1)
+        if len(report["passed_through_frames"]) > 50:  # keep the report readable; the count stays
+            report.pop("passed_through_frames")
+        text = json.dumps(report, default=float)
+        log.info("Diff2Lip Lip Sync: %s", text)
+        return io.NodeOutput(numpy_to_image(out), make_audio(fitted_wave, audio["sample_rate"]), torch.from_numpy(mask),
+                             text, ui={"text": [text]})
+
+
+class Diff2LipCropFaces(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="Diff2LipCropFaces",
+            display_name="Diff2Lip Crop Faces",
+            category=CATEGORY,
+            description="Step 1 of 3 of the split lip sync: finds, smooths and crops the face of every frame. The "
+                        "crops travel as a dict ({'samples': [M,3,S,S] in 0..1, boxes, frame indices}) and are also "
+                        "shown as IMAGE. Frames without a face are left out (they pass through at paste time).",
+            inputs=[io.Image.Input("frames", tooltip="Video frames (IMAGE batch)."), FACE_DETECTOR.Input("detector"),
+                    io.Int.Input("crop_size", default=128, min=16, max=1024,
+                                 tooltip="The model's input size: 128 for the released checkpoint."),
+                    *_face_inputs()],
+            outputs=[DIFF2LIP_CROPS.Output(display_name="crops"), io.Image.Output(display_name="crop_images")],
+        )
+
+    @classmethod
+    def execute(cls, frames, detector, crop_size, face, face_index, pad_top, pad_bottom, pad_left, pad_right):
+        from ..pipelines.diff2lip import crop_faces, locate_faces
+
+        array = image_to_numpy(frames)
+        boxes = locate_faces(array, detector, _pick(face, face_index), (pad_top, pad_bottom, pad_left, pad_right),
+                             progress=progress_callback(len(array)))
+        indices = sorted(boxes)
+        if not indices:
+            log.warning("Diff2Lip Crop Faces: no face in any of the %d frames; everything will pass through",
+                        len(array))
+        stacked = np.stack([boxes[i] for i in indices]) if indices else np.zeros((0, 4), np.int64)
+        crops = crop_faces([array[i] for i in indices], stacked, crop_size) if indices else \
+            np.zeros((0, crop_size, crop_size, 3), np.float32)
+        value = {"samples": torch.from_numpy(crops).permute(0, 3, 1, 2).contiguous(), "boxes": stacked,
+                 "frame_index": indices, "num_frames": len(array), "frame_hw": tuple(array.shape[1:3])}
+        return io.NodeOutput(value, numpy_to_image(crops) if indices else torch.zeros(1, crop_size, crop_size, 3))
+
+
+def _crops_as_images(crops: dict):
+    return crops["samples"].permute(0, 2, 3, 1).contiguous().numpy()
+
+
+class Diff2LipSampleFaces(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="Diff2LipSampleFaces",
+            display_name="Diff2Lip Sample Faces",
+            category=CATEGORY,
+            description="Step 2 of 3: re-generates the lower half of each face crop for the audio at that frame's "
+                        "time (DDIM on the Diff2Lip UNet).",
+            inputs=[DIFF2LIP_CROPS.Input("crops"), io.Audio.Input("audio", tooltip="Speech to sync to."),
+                    io.Float.Input("fps", default=25.0, min=1.0, max=240.0, step=0.001,
+                                   tooltip="Frame rate of the cropped video."),
+                    DIFF2LIP_MODEL.Input("model"), *_sampling_inputs(),
+                    io.Boolean.Input("close_mouth_in_silence", default=False,
+                                     tooltip="Keep the original mouth where silero-vad hears no speech.")],
+            outputs=[DIFF2LIP_CROPS.Output(display_name="crops"), io.Image.Output(display_name="crop_images")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, quality, custom_steps):  # named inputs only: **kwargs disables built-in checks
+        return _validate_steps("Diff2Lip Sample Faces", quality, custom_steps)
+
+    @classmethod
+    def execute(cls, crops, audio, fps, model, quality, custom_steps, seed, batch_size, close_mouth_in_silence):
+        from ..pipelines.audio_enhance import speech_activity
+        from ..pipelines.diff2lip import generate_faces, mel_windows, melspectrogram
+        from ..pipelines.diff2lip.presets import steps_for
+        from ..pipelines.media import audio_to_mono, fit_audio_to_frames
+
+        steps = steps_for(quality, custom_steps)
+        fitted_wave = fit_audio_to_frames(audio["waveform"], audio["sample_rate"], crops["num_frames"], fps)
+        wav = audio_to_mono(fitted_wave, audio["sample_rate"])  # as Lip Sync: silence past the end of the audio
+        mels = mel_windows(melspectrogram(wav), fps=fps, num_frames=crops["num_frames"])
+        active = speech_activity(wav, fps, crops["num_frames"]) if close_mouth_in_silence else None
+        images = _crops_as_images(crops)
+        indices = crops["frame_index"]
+        todo = [k for k, i in enumerate(indices) if active is None or active[i]]
+        batches = [todo[k:k + batch_size] for k in range(0, len(todo), batch_size)]
+        progress = progress_callback(max(1, len(batches) * steps))
+        out = images.copy()
+        for b, batch in enumerate(batches):
+            out[batch] = generate_faces(model.module, images[batch], mels[[indices[k] for k in batch]], steps, seed,
+                                        lambda done, _t, base=b * steps: progress(base + done, len(batches) * steps))
+        value = dict(crops, samples=torch.from_numpy(out).permute(0, 3, 1, 2).contiguous())
+        return io.NodeOutput(value, numpy_to_image(out) if len(out) else torch.zeros(1, 8, 8, 3))
+
+
+class Diff2LipPasteFaces(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="Diff2LipPasteFaces",
+            display_name="Diff2Lip Paste Faces",
+            category=CATEGORY,
+            description="Step 3 of 3: pastes the generated lower half of each crop back into its frame. Optionally "
+                        "pass edited crops (e.g. after a face-restoration node) as 'faces', and a super-resolution "
+                        "model for boxes larger than the crop.",
+            inputs=[io.Image.Input("frames", tooltip="The frames that were cropped."), DIFF2LIP_CROPS.Input("crops"),
+                    io.Image.Input("faces", optional=True,
+                                   tooltip="Replacement crops, same count as the crops (any size; resized into the "
+                                           "boxes)."),
+                    io.UpscaleModel.Input("upscale_model", optional=True,
+                                          tooltip="Super-resolution for crops smaller than their face box.")],
+            outputs=[io.Image.Output(display_name="frames"), io.Mask.Output(display_name="generated_mask")],
+        )
+
+    @classmethod
+    def execute(cls, frames, crops, faces=None, upscale_model=None):
+        from ..pipelines.diff2lip import paste_generated
+
+        array = image_to_numpy(frames)
+        if (len(array), *array.shape[1:3]) != (crops["num_frames"], *crops["frame_hw"]):
+            raise ValueError(f"Diff2Lip Paste Faces: the crops come from {crops['num_frames']} frames of "
+                             f"{crops['frame_hw']}, not these {len(array)} of {array.shape[1:3]}: connect the frames "
+                             "that went into Diff2Lip Crop Faces")
+        generated = _crops_as_images(crops) if faces is None else image_to_numpy(faces)
+        if len(generated) != len(crops["frame_index"]):
+            raise ValueError(f"Diff2Lip Paste Faces: faces has {len(generated)} images for "
+                             f"{len(crops['frame_index'])} crops")
+        output, mask = array.copy(), np.zeros(array.shape[:3], np.float32)
+        paste_generated(output, mask, crops["frame_index"], generated, crops["boxes"],
+                        upscale=_crop_upscaler(upscale_model, torch_device()))
+        return io.NodeOutput(numpy_to_image(output), torch.from_numpy(mask))
+
+
+NODES = [Diff2LipLipSync, Diff2LipCropFaces, Diff2LipSampleFaces, Diff2LipPasteFaces]
