@@ -115,7 +115,10 @@ class AttentionBlock(nn.Module):
 
     def _sdpa(self, qkv: torch.Tensor) -> torch.Tensor:
         bs, _, length = qkv.shape
-        q, k, v = (t.reshape(bs, self.num_heads, -1, length).transpose(-1, -2) for t in self._split_heads(qkv))
+        # Contiguous [B, heads, L, ch] copies: given strided views, the CPU kernel falls back to a masked math path
+        # that is 3-10x slower (same result up to float rounding).
+        q, k, v = (t.reshape(bs, self.num_heads, -1, length).transpose(-1, -2).contiguous()
+                   for t in self._split_heads(qkv))
         out = F.scaled_dot_product_attention(q, k, v)
         return out.transpose(-1, -2).reshape(bs, -1, length)
 
