@@ -1,0 +1,83 @@
+"""Run-time speed settings shared by the networks: precision (autocast), batch size per device, torch.compile.
+
+``auto`` never changes results on CPU: it is fp32 there.  On CUDA ``auto`` is bf16 where the GPU supports it, else
+fp16, as the loaders' tooltips say.  bf16 on a CPU runs the convolutions and matmuls in bfloat16 through autocast
+(fast where the CPU has native bf16, e.g. AVX-512 BF16 / AMX) and moves outputs measurably; see the README.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import warnings
+
+import torch
+
+__all__ = ["PRECISIONS", "autocast", "compile_module", "default_batch_size", "half_supported", "resolve_precision"]
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
+log = logging.getLogger("talkinghead")
+
+
+def half_supported(dtype: torch.dtype, device: torch.device | str) -> bool:
+    """Whether ``device`` runs ``dtype`` (bf16/fp16) natively enough to be worth it."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return dtype == torch.float16 or torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        check = {torch.bfloat16: "_is_mkldnn_bf16_supported", torch.float16: "_is_mkldnn_fp16_supported"}[dtype]
+        return bool(getattr(torch.ops.mkldnn, check)())
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device | str) -> torch.dtype | None:
+    """The autocast dtype for a precision choice, or None for exact fp32.
+
+    ``auto``: fp32 on CPU (exact), bf16 (or fp16 where bf16 is missing) on CUDA.  A half precision the device lacks
+    falls back to fp32 with a warning rather than running an emulated, slower path.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    device = torch.device(device)
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return None
+    if precision == "auto":
+        return torch.bfloat16 if half_supported(torch.bfloat16, device) else torch.float16
+    dtype = _HALF[precision]
+    if not half_supported(dtype, device):
+        warnings.warn(f"{precision} is not supported natively on {device}; running fp32", stacklevel=2)
+        return None
+    return dtype
+
+
+def autocast(device: torch.device | str, dtype: torch.dtype | None):
+    """``torch.autocast`` for ``dtype`` on ``device``'s type; a no-op for None (fp32)."""
+    if dtype is None or dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=dtype)
+
+
+def default_batch_size(device: torch.device | str, gpu: int = 8) -> int:
+    """Frames per network call: 1 on CPU, where larger batches push activations out of cache and are slower per
+    frame (measured: Diff2Lip 0.51 s/frame/step at batch 1 vs 0.82 at batch 8); ``gpu`` on accelerators."""
+    return 1 if torch.device(device).type == "cpu" else gpu
+
+
+_COMPILE_NOTICE_SHOWN = False
+
+
+def compile_module(module: torch.nn.Module, cache_dir: str | None = None) -> torch.nn.Module:
+    """``torch.compile`` a module (same weights; results equal up to float rounding).
+
+    The first call per input shape compiles, which takes minutes on a CPU (about 100 s for the Diff2Lip UNet);
+    inductor keeps its kernels in ``cache_dir`` (default: its own cache folder), so later runs reuse them.
+    """
+    global _COMPILE_NOTICE_SHOWN
+    if cache_dir:
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", cache_dir)
+    if not _COMPILE_NOTICE_SHOWN:
+        log.warning("TalkingHead: torch.compile is on; the first run per input size compiles the network, which can "
+                    "take a few minutes (cached afterwards). Switch it off in the loader to skip this.")
+        _COMPILE_NOTICE_SHOWN = True
+    return torch.compile(module, dynamic=False)
