@@ -329,7 +329,7 @@ class Diff2LipUNet(nn.Module):
                 raise ValueError("Diff2LipUNet needs the audio: pass mels=[N,80,16] or audio_style from encode_audio()")
             audio_style = self.encode_audio(mels)
         from .speed import autocast
-        body = self._compiled_body or self._body
+        body = self._body if self._compiled_body is None else self._compiled_body
         with autocast(x.device, self.autocast_dtype):
             out = body(x, timesteps, cond_img, mask, ref_img, audio_style)
         return out.to(x.dtype).contiguous()

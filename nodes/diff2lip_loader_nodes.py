@@ -6,7 +6,7 @@ import dataclasses
 import torch
 from comfy_api.latest import io
 
-from .common import PRECISIONS, LoadedModel, ModelCache, resolve_dtype, torch_device
+from .common import PRECISION_TOOLTIP, PRECISIONS, LoadedModel, ModelCache, resolve_dtype, torch_device
 from .paths import model_file_problem, model_files, resolve_model_file
 from .sockets import DIFF2LIP_MODEL, FACE_DETECTOR
 
@@ -30,10 +30,13 @@ class Diff2LipModelLoader(io.ComfyNode):
             inputs=[
                 io.Combo.Input("ckpt_name", options=model_files("diff2lip"),
                                tooltip="Checkpoint file in models/diff2lip (official Diff2Lip checkpoint.pt, CC BY-NC 4.0)."),
-                io.Combo.Input("precision", options=PRECISIONS, default="auto",
-                               tooltip="auto = fp16 on CUDA, fp32 on CPU. Half precision is only used on CUDA."),
+                io.Combo.Input("precision", options=PRECISIONS, default="auto", tooltip=PRECISION_TOOLTIP),
                 io.Int.Input("num_head_channels", default=64, min=1, max=1024,
                              tooltip="Attention head width: the one size the checkpoint cannot tell. The release uses 64."),
+                io.Boolean.Input("compile", default=False, optional=True,
+                                 tooltip="torch.compile the UNet: about 1.4x faster sampling, same output within "
+                                         "float rounding, but the FIRST run compiles for a few minutes (cached "
+                                         "afterwards). Off = start sampling at once."),
             ],
             outputs=[DIFF2LIP_MODEL.Output(display_name="model")],
         )
@@ -43,16 +46,23 @@ class Diff2LipModelLoader(io.ComfyNode):
         return model_file_problem("diff2lip", ckpt_name, "Diff2Lip Model Loader") or True
 
     @classmethod
-    def execute(cls, ckpt_name, precision, num_head_channels=64):
+    def execute(cls, ckpt_name, precision, num_head_channels=64, compile=False):
         from ..models.diff2lip import load_diff2lip
 
         path = resolve_model_file("diff2lip", ckpt_name, "Diff2Lip Model Loader")
         device = torch_device()
         dtype = resolve_dtype(precision, device)
-        module = _models.get(path, device, dtype, lambda: load_diff2lip(path, device=device, dtype=dtype,
-                                                                        num_head_channels=num_head_channels),
-                             extra=(num_head_channels,))
-        return io.NodeOutput(LoadedModel(module, device, dtype, ckpt_name))
+
+        def load():
+            # CUDA: the reference's mixed precision (convs in half); elsewhere fp32 weights and autocast.
+            cuda = device.type == "cuda"
+            module = load_diff2lip(path, device=device, dtype=dtype if cuda else torch.float32,
+                                   num_head_channels=num_head_channels)
+            autocast = None if cuda or dtype == torch.float32 else dtype
+            return module.set_speed(channels_last=True, autocast_dtype=autocast, compile=compile)
+
+        module = _models.get(path, device, dtype, load, extra=(num_head_channels, bool(compile)))
+        return io.NodeOutput(LoadedModel(module, device, dtype, ckpt_name, _models.patcher(module)))
 
 
 class Diff2LipModelInfo(io.ComfyNode):
@@ -71,9 +81,11 @@ class Diff2LipModelInfo(io.ComfyNode):
 
     @classmethod
     def execute(cls, model):
-        params = sum(p.numel() for p in model.module.parameters())
-        settings = "\n".join(f"{k} = {v}" for k, v in dataclasses.asdict(model.module.config).items())
-        text = f"{model.name}: {params:,} parameters on {model.device} ({model.dtype})\n{settings}"
+        module = model.module
+        params = sum(p.numel() for p in module.parameters())
+        settings = "\n".join(f"{k} = {v}" for k, v in dataclasses.asdict(module.config).items())
+        text = (f"{model.name}: {params:,} parameters on {model.device} ({model.dtype})\n{settings}\n"
+                f"{model.memory_status()}")
         return io.NodeOutput(text, ui={"text": [text]})
 
 

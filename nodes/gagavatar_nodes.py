@@ -7,7 +7,8 @@ import folder_paths
 import torch
 from comfy_api.latest import io
 
-from .common import PRECISIONS, LoadedModel, ModelCache, numpy_to_image, progress_callback, resolve_dtype, torch_device
+from .common import (PRECISION_TOOLTIP, PRECISIONS, LoadedModel, ModelCache, numpy_to_image, progress_callback,
+                     resolve_dtype, torch_device)
 from .paths import model_file_problem, model_files, resolve_model_file
 
 from .sockets import FLAME_MODEL, GAGAVATAR_AVATAR, GAGAVATAR_DRIVER, GAGAVATAR_MODEL, GAGAVATAR_SOURCE
@@ -40,7 +41,7 @@ class GAGAvatarModelLoader(io.ComfyNode):
                 io.Combo.Input("ckpt_name", options=model_files("gagavatar"),
                                tooltip="GAGAvatar.pt (MIT) in models/gagavatar."),
                 io.Combo.Input("precision", options=PRECISIONS, default="auto",
-                               tooltip="auto = bf16/fp16 autocast on CUDA, fp32 on CPU (weights stay fp32)."),
+                               tooltip=PRECISION_TOOLTIP + " Weights stay fp32 (autocast)."),
             ],
             outputs=[GAGAVATAR_MODEL.Output(display_name="model")],
         )
@@ -56,7 +57,8 @@ class GAGAvatarModelLoader(io.ComfyNode):
         path = resolve_model_file("gagavatar", ckpt_name, "GAGAvatar Model Loader")
         device = torch_device()
         module = _models.get(path, device, torch.float32, lambda: load_gagavatar(path, device=device))
-        return io.NodeOutput(LoadedModel(module, device, resolve_dtype(precision, device), ckpt_name))
+        return io.NodeOutput(LoadedModel(module, device, resolve_dtype(precision, device), ckpt_name,
+                                         _models.patcher(module)))
 
 
 class GAGAvatarFLAMELoader(io.ComfyNode):
@@ -84,7 +86,7 @@ class GAGAvatarFLAMELoader(io.ComfyNode):
         path = resolve_model_file("flame", flame_name, "FLAME Loader (GAGAvatar)")
         device = torch_device()
         module = _flames.get(path, device, torch.float32, lambda: load_flame(path).to(device))
-        return io.NodeOutput(LoadedModel(module, device, torch.float32, flame_name))
+        return io.NodeOutput(LoadedModel(module, device, torch.float32, flame_name, _flames.patcher(module)))
 
 
 class GAGAvatarLoadTrackedDriver(io.ComfyNode):

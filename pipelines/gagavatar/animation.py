@@ -13,12 +13,11 @@ Unlike the reference (trap 16), the source encoding is cached by CONTENT (image 
 new source image never reuses a stale encoding and the same one is never encoded twice.
 
 ``splat_frames`` + ``refine_splats`` split ``animate`` in two (ComfyUI: an "animate" node emitting the splats as a
-LATENT and a "refine" node turning them into IMAGE).  Half precision (``autocast_dtype``) is applied on CUDA only;
-CPU always runs float32.
+LATENT and a "refine" node turning them into IMAGE).  Half precision (``autocast_dtype``, bf16/fp16) runs the
+networks under autocast on any device (weights stay fp32); None = exact fp32.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import weakref
 from collections import OrderedDict
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ...models.speed import autocast
 from .driver import TrackedDriver, as_driver
 from .geometry import camera_matrices, camera_tanfov
 
@@ -110,9 +110,7 @@ def clear_source_cache(model=None) -> None:
 
 
 def _autocast(device: torch.device, autocast_dtype):
-    if autocast_dtype is None or device.type != "cuda":
-        return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=autocast_dtype)
+    return autocast(device, autocast_dtype)
 
 
 def driver_points(flame, source_shape, driver: TrackedDriver, start: int, stop: int) -> torch.Tensor:
