@@ -1,7 +1,7 @@
 """GAGAvatar network (xg-chu/GAGAvatar, NeurIPS 2024): source encoder, Gaussian generators and the StyleUNet refiner.
 
 :func:`load_gagavatar` reads the official ``GAGAvatar.pt`` (``{'model': state_dict, 'meta_cfg': ...}``, 597 keys)
-strictly, ignoring only the training-only tensors, and infers every size from the tensors (docs/gagavatar.md §2, §4).
+strictly, ignoring only the training-only tensors, and infers every size from the tensors.
 Per source image :meth:`GAGAvatar.encode_source` runs DINOv2 + DPT head and the three generators once; per driven
 frame :meth:`GAGAvatar.gaussians` only swaps in the FLAME vertices, and :meth:`GAGAvatar.refine` turns the
 32-channel splat into RGB.  Rasterisation, FLAME and cameras live in ``models/flame.py``,
@@ -25,7 +25,7 @@ from .style_unet import StyleUNet, infer_style_unet_config
 FOCAL_LENGTH = 12.0  # NDC focal of every GAGAvatar camera (data config FOCAL_LENGTH)
 DIR_ENCODING_DIM = 27  # harmonic embedding of the view direction: 4 frequencies, sin+cos, plus the input
 ATTRIBUTES = ("xyz", "colors", "opacities", "scales", "rotations")
-# training-only tensors of the official checkpoint (trap 14): perceptual-loss nets, DINOv2's mask token, toRGB heads
+# training-only tensors of the official checkpoint: perceptual-loss nets, DINOv2's mask token, toRGB heads
 IGNORED_PREFIXES = ("percep_loss.", "upsampler.toRGB.")
 IGNORED_KEYS = ("base_model.dino_model.mask_token",)
 
@@ -110,7 +110,7 @@ class GAGAvatar(nn.Module):
         """StyleUNet refiner: 32-channel splat [B,32,S,S] -> RGB [B,3,S,S] in (0,1), S = refine_size (512).
 
         randomize_noise=False uses the checkpoint's noise buffers (deterministic); True draws fresh N(0,1) noise per
-        call from torch's global RNG like the reference (trap 12).
+        call from torch's global RNG like the reference.
         """
         size, channels = self.refine_size, self.upsampler.config.in_dim
         if features.ndim != 4 or tuple(features.shape[1:]) != (channels, size, size):
@@ -149,7 +149,7 @@ class GAGAvatar(nn.Module):
         parts = [self.gs_generator_g(per_vertex, dir_encoding)]
         for generator, sign in ((self.gs_generator_l0, 1.0), (self.gs_generator_l1, -1.0)):
             lifted = generator(local_feature, dir_encoding)
-            # l0 is pushed along the source view axis, l1 against it (trap 9); positions kept in float32
+            # l0 is pushed along the source view axis, l1 against it; positions kept in float32
             lifted["xyz"] = plane_points + sign * lifted.pop("offset").float() * plane_dirs[:, None]
             parts.append(lifted)
         # float32 outputs whatever the network dtype (the rasteriser needs them); global xyz comes per frame

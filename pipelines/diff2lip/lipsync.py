@@ -130,7 +130,7 @@ def lipsync(frames: np.ndarray, wav_16k: np.ndarray, fps: float, model, detect: 
     (``paste_whole_box=True`` writes the whole resized crop like the reference).  ``upscale`` enlarges each
     generated crop before it is resized into a larger box.  ``active_frames`` (bool [N], e.g. from a voice-activity
     detector) keeps the original mouth where it is False; those frames are still detected so that box smoothing of
-    their neighbours is unchanged.  ``flow_start`` > 0 (not in the reference; seed phase 4.2) replaces that fraction
+    their neighbours is unchanged.  ``flow_start`` > 0 (not in the reference) replaces that fraction
     of the DDIM steps by :func:`flow_guided_start` from the previous frame's result, for temporal coherence; frames
     are then sampled one by one, in order.
 

@@ -1,4 +1,4 @@
-"""DDIM quality presets (seed phase 1): steps per preset. The release samples with ddim25 ("balanced")."""
+"""DDIM quality presets: steps per preset. The release samples with ddim25 ("balanced")."""
 
 QUALITY_PRESETS = {"fast": 10, "balanced": 25, "high": 50, "ultra": 100}
 

@@ -8,7 +8,7 @@ Frame side (after rendering):
 4. :mod:`.detail` - edge-aware Laplacian-pyramid detail enhancement inside the face mask;
 5. :mod:`.gaze` - eye-region sharpening around the projected eye centres.
 
-:data:`PRESETS` mirrors the seed plan's command-line flags; ``"enhanced"`` switches everything on.
+:data:`PRESETS` name the enhancement switches; ``"enhanced"`` switches everything on.
 """
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ def _require_flame(flame: FlameLayer | None, what: str) -> FlameLayer:
 
 def driver_eye_centres(driver: Mapping[str, np.ndarray], flame: FlameLayer, shapecode=None) -> np.ndarray:
     """World eye centres [T,2,3] for a driver.  ``shapecode``: the identity rendered (GAGAvatar uses the SOURCE
-    shape, trap 8); defaults to the driver's own ``shapecode``, else the mean shape."""
+    shape); defaults to the driver's own ``shapecode``, else the mean shape."""
     expcode = require_track(driver, "expcode", (None,))
     if shapecode is None:
         shapecode = driver.get("shapecode", np.zeros(300))
