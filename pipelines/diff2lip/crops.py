@@ -10,6 +10,13 @@ import torch
 Upscale = Callable[[np.ndarray], np.ndarray]
 
 
+def to_uint8(frames: np.ndarray) -> np.ndarray:
+    """uint8 frames as they are; float 0..1 frames rounded to 0..255 (exact for frames decoded from 8-bit video)."""
+    if frames.dtype == np.uint8:
+        return frames
+    return (np.clip(frames, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
 def smooth_boxes(rects_xyxy, frame_hw: tuple[int, int], pads: Sequence[int] = (0, 0, 0, 0),
                  window: int = 5) -> np.ndarray:
     """Pad, clip and temporally smooth detector boxes; returns int64 [N,4] as (y1, y2, x1, x2).
