@@ -188,3 +188,20 @@ def test_split_crop_sample_paste_nodes_equal_the_one_node_lip_sync(server):
     assert result["messages"][-1]["type"] == "execution_success", result["messages"][-1]
     metrics = json.loads(result["history"]["outputs"]["23"]["text"][0])
     assert metrics["psnr_full"] == float("inf") and metrics["max_abs_outside"] == 0.0  # bit-identical frames
+
+
+def test_one_node_enhanced_avatar_runs_in_the_server(server):
+    """*Animate Avatar, Enhanced* in place of the multi-node chain of the gagavatar workflow."""
+    prompt = load_api_workflow(WORKFLOWS / "gagavatar_api.json")
+    prompt["20"] = {"class_type": "GAGAvatarEnhancedAnimate",
+                    "inputs": {"model": ["1", 0], "flame": ["2", 0], "source": ["3", 0], "driver": ["4", 0],
+                               "preset": "enhanced", "batch_size": 2}}
+    prompt["8"]["inputs"].update(images=["20", 0], fps=["20", 1])
+    for unused in ("5", "6", "7"):
+        prompt.pop(unused)
+    result = server.run(prompt, timeout=900)
+    assert result["messages"][-1]["type"] == "execution_success", result["messages"][-1]
+    frames, fps, _ = _saved_video(server, result, node="9")
+    assert len(frames) == 5 and abs(fps - 30.0) < 1e-3 and frames.std() > 1.0
+    progress = [m["data"] for m in _events(result, "progress") if m["data"]["node"] == "20"]
+    assert progress and progress[-1]["value"] == progress[-1]["max"]
