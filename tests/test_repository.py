@@ -76,3 +76,22 @@ def test_the_pattern_catches_each_kind_of_outside_reference():
         assert FORBIDDEN.search(sample), sample
     for fine in ["shared by all frames", "trapezoid", "seed 7", "docs/diff2lip", "README.md", "tests/fixtures/README.md"]:
         assert not FORBIDDEN.search(fine), fine
+
+
+def test_pyproject_has_no_empty_placeholders():
+    """Unknown publishing fields are left out (README "Publishing"), never shipped empty."""
+    import tomllib
+
+    def empty_values(node, path=""):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                yield from empty_values(value, f"{path}.{key}" if path else key)
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                yield from empty_values(value, f"{path}[{index}]")
+        elif isinstance(node, str) and not node.strip():
+            yield path
+
+    data = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert list(empty_values(data)) == []
+    assert data["project"]["name"] and data["project"]["version"]
