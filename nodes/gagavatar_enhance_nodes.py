@@ -1,5 +1,5 @@
 """GAGAvatar enhancement nodes: adapters to ``pipelines.gagavatar_enhance`` (each improvement its own node, plus one
-switch that applies a preset — ``enhanced`` turns everything on, as the plan's ``--enhanced``)."""
+switch that applies a preset — ``enhanced`` turns everything on)."""
 from __future__ import annotations
 
 from dataclasses import replace

@@ -128,7 +128,7 @@ SAMPLE_PORTRAIT = "talkinghead_portrait.png"
 
 
 def gagavatar_from_images() -> dict:
-    """Plain IMAGE inputs: a portrait and a driving video are tracked first (issue: tracking)."""
+    """Plain IMAGE inputs: a portrait and a driving video are tracked first."""
     return {
         "1": node("GAGAvatarModelLoader", "GAGAvatar Model", ckpt_name="GAGAvatar.pt", precision="auto"),
         "2": node("GAGAvatarFLAMELoader", "FLAME", flame_name="FLAME_with_eye.pt"),

@@ -23,6 +23,8 @@ FORBIDDEN = re.compile("|".join([
     r"\.\./sha" + r"red",                                  # a folder beside the clone
     r"\bsha" + r"red docs\b",
     r"TALKINGHEAD_SHA" + r"RED",
+    r"\(iss" + r"ue:",                                      # the tracker of the project's work items
+    r"\bthe pl" + r"an's\b",
     r"(?<![\w-])(?P<doc>(?:[\w.-]+/)*(?:" + "|".join(re.escape(n) for n in _OUTSIDE_DOCS) + r")\.md)\b",
 ]), re.IGNORECASE)
 
