@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .state_dict_file import load_content
+
 N_SHAPE = 300
 N_EXPRESSION = 100
 FLAME_KEYS = ("f", "v_template", "shapedirs", "posedirs", "J_regressor", "kintree_table", "weights")
@@ -167,7 +169,7 @@ def _read_landmark_file(item) -> dict:
     if path.suffix == ".npy":
         return _landmark_entries(np.load(path, allow_pickle=True), str(path))
     if path.suffix in (".pt", ".pth"):
-        return _landmark_entries(torch.load(path, map_location="cpu", weights_only=True), str(path))
+        return _landmark_entries(load_content(path, "landmark embedding"), str(path))
     return _landmark_entries(load_legacy_pickle(path), str(path))
 
 
@@ -392,9 +394,6 @@ def load_flame(source, scale: float = 5.0) -> FlameLayer:
         if path.suffix == ".pkl":
             flame = flame_dict_from_pkl(path)
         else:
-            try:
-                flame = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as error:  # torch raises several types for a corrupt or foreign file
-                raise ValueError(f"cannot read FLAME file {path}: {error}") from error
+            flame = load_content(path, "FLAME")  # the pack's checked reader: clear errors, no code runs
     _validate_flame_dict(flame, origin)
     return FlameLayer(flame, scale=scale)
