@@ -11,6 +11,7 @@ eyeball axis-angles.  Output vertices are multiplied by ``scale`` (5 in GAGAvata
 from __future__ import annotations
 
 import codecs
+import os
 import copyreg
 import io
 import pickle
@@ -299,9 +300,12 @@ def convert_flame_pkl(generic_model_pkl, out_path, landmark_files: Sequence = ()
     _validate_flame_dict(flame, str(generic_model_pkl))
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".partial")
-    torch.save(flame, tmp)
-    tmp.replace(out_path)
+    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.partial")
+    try:
+        torch.save(flame, tmp)
+        tmp.replace(out_path)  # atomic: loaders never see a half-written file
+    finally:
+        tmp.unlink(missing_ok=True)
     return flame
 
 
@@ -312,7 +316,8 @@ def convert_flame_pkl(generic_model_pkl, out_path, landmark_files: Sequence = ()
 def _validate_flame_dict(flame, origin: str) -> None:
     if not isinstance(flame, Mapping) or "flame_model" not in flame:
         raise ValueError(f"{origin}: expected the FLAME_with_eye.pt layout (a dict with 'flame_model' and "
-                         "'lmk_embeddings'); convert generic_model.pkl with models.flame.convert_flame_pkl")
+                         "'lmk_embeddings'); convert FLAME 2020's generic_model.pkl with: talkinghead.py flame convert "
+                         "generic_model.pkl")
     model = flame["flame_model"]
     missing = [k for k in FLAME_KEYS if k not in model]
     if missing:
@@ -423,7 +428,8 @@ class FlameLayer(nn.Module):
         """The 70 landmarks (68 + 2 eye centres; barycentric, no dynamic contour) of ``vertices`` [B,V,3]."""
         if not self.has_landmarks:
             raise ValueError("this FLAME file has no 70-point '*_with_eye' landmark embedding; load the official "
-                             "FLAME_with_eye.pt or pass it to convert_flame_pkl(landmark_files=...)")
+                             "FLAME_with_eye.pt or name it as a landmark file in: talkinghead.py flame convert "
+                             "generic_model.pkl FLAME_with_eye.pt")
         corners = vertices[:, self.faces[self.landmark_faces_idx]]  # [B,L,3 corners,3 xyz]
         return torch.einsum("blcx,lc->blx", corners, self.landmark_bary_coords.to(vertices.dtype))
 
