@@ -9,8 +9,6 @@ frame :meth:`GAGAvatar.gaussians` only swaps in the FLAME vertices, and :meth:`G
 """
 from __future__ import annotations
 
-import os
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -20,6 +18,7 @@ from torch import nn
 
 from .dinov2_dpt import DinoDPTEncoder, infer_dino_dpt_config
 from .gs_generators import ConvGSGenerator, LinearGSGenerator
+from .state_dict_file import read_checkpoint, require_keys
 from .style_unet import StyleUNet, infer_style_unet_config
 
 FOCAL_LENGTH = 12.0  # NDC focal of every GAGAvatar camera (data config FOCAL_LENGTH)
@@ -157,20 +156,13 @@ class GAGAvatar(nn.Module):
 
 
 def _unwrap_state_dict(source) -> dict[str, torch.Tensor]:
-    if isinstance(source, (str, os.PathLike)):
-        if not os.path.isfile(source):
-            raise ValueError(f"GAGAvatar checkpoint not found: {source}; put GAGAvatar.pt in the models folder")
-        try:
-            # mmap (zip-format files only) keeps one copy of the ~750 MB of weights in memory, not two
-            source = torch.load(source, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(source))
-        except Exception as error:  # noqa: BLE001 - any unreadable file gets the same actionable message
-            raise ValueError(f"cannot read GAGAvatar checkpoint {source}: {error}") from error
-    if isinstance(source, Mapping) and isinstance(source.get("model"), Mapping):
-        source = source["model"]
-    if not isinstance(source, Mapping) or not all(isinstance(v, torch.Tensor) for v in source.values()):
-        raise ValueError("GAGAvatar source must be a checkpoint path, {'model': state_dict, ...} "
-                         "or a state dict of tensors")
-    return dict(source)
+    """The official ``{'model': state_dict, 'meta_cfg': ...}`` file, the loaded dict, or a bare state dict.
+    mmap keeps one copy of the ~750 MB of weights in memory, not two (zip-format files only)."""
+    state = read_checkpoint(source, "GAGAvatar", unwrap=("model", "state_dict"), mmap=True)
+    origin = "the state dict" if isinstance(source, Mapping) else f"GAGAvatar file {source}"
+    require_keys(state, "GAGAvatar", origin, ("base_model.", "gs_generator_", "upsampler."),
+                 "Choose the official GAGAvatar.pt (models/gagavatar).")
+    return state
 
 
 def is_ignored_key(key: str) -> bool:
