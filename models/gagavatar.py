@@ -5,7 +5,7 @@ strictly, ignoring only the training-only tensors, and infers every size from th
 Per source image :meth:`GAGAvatar.encode_source` runs DINOv2 + DPT head and the three generators once; per driven
 frame :meth:`GAGAvatar.gaussians` only swaps in the FLAME vertices, and :meth:`GAGAvatar.refine` turns the
 32-channel splat into RGB.  Rasterisation, FLAME and cameras live in ``models/flame.py``,
-``models/gaussian_rasterizer.py`` and ``pipelines/gagavatar.py``.
+``models/gaussian_rasterizer.py`` and ``models/camera_geometry.py``.
 """
 from __future__ import annotations
 
@@ -16,12 +16,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import camera_geometry
 from .dinov2_dpt import DinoDPTEncoder, infer_dino_dpt_config
 from .gs_generators import ConvGSGenerator, LinearGSGenerator
 from .state_dict_file import read_checkpoint, require_keys
 from .style_unet import StyleUNet, infer_style_unet_config
 
-FOCAL_LENGTH = 12.0  # NDC focal of every GAGAvatar camera (data config FOCAL_LENGTH)
 DIR_ENCODING_DIM = 27  # harmonic embedding of the view direction: 4 frequencies, sin+cos, plus the input
 ATTRIBUTES = ("xyz", "colors", "opacities", "scales", "rotations")
 # training-only tensors of the official checkpoint: perceptual-loss nets, DINOv2's mask token, toRGB heads
@@ -131,15 +131,12 @@ class GAGAvatar(nn.Module):
         return image, transform
 
     def _plane_points(self, transform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        from ..pipelines.gagavatar import plane_points  # lazy: the pipeline package imports this module
-
         # float32 whatever the network dtype: positions need the precision (the pipeline accepts batched cameras)
-        return plane_points(self.plane_size, transform.to(self.head_base.device, torch.float32), focal=FOCAL_LENGTH)
+        return camera_geometry.plane_points(self.plane_size, transform.to(self.head_base.device, torch.float32),
+                                            focal=camera_geometry.FOCAL_LENGTH)
 
     def _direction_encoding(self, plane_dirs: torch.Tensor) -> torch.Tensor:
-        from ..pipelines.gagavatar import harmonic_embedding
-
-        return harmonic_embedding(plane_dirs)
+        return camera_geometry.harmonic_embedding(plane_dirs)
 
     def _source_gaussians(self, global_feature, local_feature, plane_points, plane_dirs, dir_encoding):
         batch = global_feature.shape[0]
