@@ -93,16 +93,18 @@ def _module_patcher_class():
             return result
 
         def partially_load(self, device_to, extra_memory=0, force_patch_weights=False):
-            return 0
+            return super().partially_load(device_to, 1e32, force_patch_weights)  # always whole
 
         def partially_unload(self, device_to, memory_to_free=0, force_patch_weights=False):
             return 0  # nothing freed partially: ComfyUI then unloads the whole model
 
         def detach(self, unpatch_all=True):
             model = super().detach(unpatch_all)
-            self.model.to(self.offload_device)
-            if self.on_unload is not None:
-                self.on_unload()
+            # unpatch_all=False is ComfyUI re-registering a model it is about to load again, not an unload.
+            if unpatch_all:
+                self.model.to(self.offload_device)
+                if self.on_unload is not None:
+                    self.on_unload()
             return model
 
     return PackModelPatcher
