@@ -1,4 +1,5 @@
-"""Run-time speed settings shared by the networks: precision (autocast), batch size per device, torch.compile.
+"""Run-time settings shared by the networks: precision (autocast), batch size per device, torch.compile, and
+splitting a batch that runs out of GPU memory.
 
 ``auto`` never changes results on CPU: it is fp32 there.  On CUDA ``auto`` is bf16 where the GPU supports it, else
 fp16, as the loaders' tooltips say.  bf16 on a CPU runs the convolutions and matmuls in bfloat16 through autocast
@@ -10,10 +11,13 @@ import contextlib
 import logging
 import os
 import warnings
+from typing import Callable, TypeVar
 
 import torch
 
-__all__ = ["PRECISIONS", "autocast", "compile_module", "default_batch_size", "half_supported", "resolve_precision"]
+__all__ = ["PRECISIONS", "autocast", "compile_module", "default_batch_size", "half_supported", "resolve_precision",
+           "split_on_oom"]
+T = TypeVar("T")
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -81,3 +85,19 @@ def compile_module(module: torch.nn.Module, cache_dir: str | None = None) -> tor
                     "take a few minutes (cached afterwards). Switch it off in the loader to skip this.")
         _COMPILE_NOTICE_SHOWN = True
     return torch.compile(module, dynamic=False)
+
+
+def split_on_oom(run: Callable[[int, int], T], start: int, stop: int, join: Callable[[list[T]], T], what: str) -> T:
+    """``run(start, stop)`` over a batch of items; on a CUDA out-of-memory error the batch is split in halves and
+    retried (recursively), and one item that still does not fit raises a RuntimeError saying what to do."""
+    try:
+        return run(start, stop)
+    except torch.OutOfMemoryError as error:
+        if stop - start <= 1:
+            raise RuntimeError(f"{what}: out of GPU memory even for a single frame ({error}). Free memory (unload "
+                               f"other models, close other GPU programs) or use a smaller precision.") from error
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        middle = (start + stop) // 2
+        log.warning("TalkingHead: %s ran out of GPU memory at %d frames; retrying in halves", what, stop - start)
+        return join([split_on_oom(run, start, middle, join, what), split_on_oom(run, middle, stop, join, what)])

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 from comfy_api.latest import io
 
+from ..models.speed import default_batch_size
 from .common import image_to_numpy, log, numpy_to_image, progress_callback, torch_device
 from .guards import check_audio, check_finite, check_fps
 from .sockets import DIFF2LIP_MODEL, FACE_DETECTOR, DIFF2LIP_CROPS
@@ -23,7 +24,9 @@ def _sampling_inputs() -> list:
         io.Int.Input("custom_steps", default=25, min=1, max=1000, tooltip="Steps when quality = custom."),
         io.Int.Input("seed", default=7, min=0, max=2**31 - 1, control_after_generate=True,
                      tooltip="One noise draw shared by all frames, as the reference (7 = reference seed)."),
-        io.Int.Input("batch_size", default=8, min=1, max=256, tooltip="Face crops per UNet call."),
+        io.Int.Input("batch_size", default=0, min=0, max=256,
+                     tooltip="Face crops per UNet call. 0 = auto: 1 on CPU (fastest per frame there), 8 on GPUs. "
+                             "The output does not depend on it."),
     ]
 
 
@@ -144,6 +147,7 @@ class Diff2LipLipSync(io.ComfyNode):
         wav = audio_to_mono(fitted_wave, audio["sample_rate"])
         active = speech_activity(wav, fps, n) if close_mouth_in_silence else None
         upscale = _crop_upscaler(upscale_model, model.device)
+        batch_size = batch_size or default_batch_size(model.device)
         total_estimate = n + -(-n // batch_size) * steps
         out, mask, report = lipsync(array, wav, fps, model.module, detector, steps=steps, seed=seed,
                                     batch_size=batch_size, pads=(pad_top, pad_bottom, pad_left, pad_right),
@@ -245,6 +249,7 @@ class Diff2LipSampleFaces(io.ComfyNode):
         images = _crops_as_images(crops)
         indices = crops["frame_index"]
         todo = [k for k, i in enumerate(indices) if active is None or active[i]]
+        batch_size = batch_size or default_batch_size(model.device)
         batches = [todo[k:k + batch_size] for k in range(0, len(todo), batch_size)]
         progress = progress_callback(max(1, len(batches) * steps))
         out = images.copy()

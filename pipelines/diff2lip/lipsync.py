@@ -10,6 +10,7 @@ import torch
 from ..face_detection import pick_face
 from .audio import mel_windows, melspectrogram
 from .crops import Upscale, crop_faces, crops_to_model, model_to_crops, paste_face, smooth_boxes, to_uint8
+from ...models.speed import default_batch_size, split_on_oom
 from .diffusion import composite_lower_half, ddim_sample, seeded_noise, start_alpha_bar
 
 Detection = Sequence[float]  # (x1, y1, x2, y2, score)
@@ -76,10 +77,16 @@ def generate_faces(model, crops: np.ndarray, mels: np.ndarray, steps: int, seed:
         raise ValueError(f"crops are {crops.shape[1]}x{crops.shape[2]} but the model works at {model.image_size}: "
                          f"crop the faces at {model.image_size}")
     target = crops_to_model(crops)
-    sample = ddim_sample(model, target, target, torch.from_numpy(np.ascontiguousarray(mels)),
-                         seeded_noise(seed, model.image_size), steps, progress=progress, x_init=x_init,
-                         skip_steps=skip_steps)
-    return model_to_crops(composite_lower_half(sample, target.to(sample.device)), crops.dtype)
+    mels = torch.from_numpy(np.ascontiguousarray(mels))
+
+    def run(start: int, stop: int) -> torch.Tensor:
+        part = target[start:stop]
+        start_x = x_init if x_init is None or len(x_init) == 1 else x_init[start:stop]
+        sample = ddim_sample(model, part, part, mels[start:stop], seeded_noise(seed, model.image_size), steps,
+                             progress=progress, x_init=start_x, skip_steps=skip_steps)
+        return composite_lower_half(sample, part.to(sample.device)).cpu()
+
+    return model_to_crops(split_on_oom(run, 0, len(target), torch.cat, "Diff2Lip sampling"), crops.dtype)
 
 
 def paste_generated(output: np.ndarray, mask: np.ndarray, indices: Sequence[int], faces: np.ndarray, boxes,
@@ -106,7 +113,8 @@ def flow_guided_start(model, previous_generated: np.ndarray, previous_input: np.
 
 
 def lipsync(frames: np.ndarray, wav_16k: np.ndarray, fps: float, model, detect: Detector, steps: int = 25,
-            seed: int = 7, batch_size: int = 8, pads: Sequence[int] = (0, 0, 0, 0), pick: str | int = "largest",
+            seed: int = 7, batch_size: int | None = None, pads: Sequence[int] = (0, 0, 0, 0),
+            pick: str | int = "largest",
             progress: Callable[[int, int], None] | None = None, upscale: Upscale | None = None,
             smooth_window: int = 5, paste_whole_box: bool = False, active_frames: np.ndarray | None = None,
             flow_start: float = 0.0):
@@ -115,7 +123,9 @@ def lipsync(frames: np.ndarray, wav_16k: np.ndarray, fps: float, model, detect: 
     frames: [N,H,W,3] RGB, uint8 or float 0..1; wav_16k: mono 16 kHz; fps: frame rate of ``frames`` (mel windows are
     placed by time, one per frame, see :func:`mel_windows`); model: a loaded Diff2Lip UNet (crops use its
     ``image_size``); detect(frame_rgb_uint8) -> [(x1, y1, x2, y2, score), ...]; pick: which face (see
-    :func:`pipelines.face_detection.pick_face`); pads: (top, bottom, left, right) added to each box.
+    :func:`pipelines.face_detection.pick_face`); pads: (top, bottom, left, right) added to each box; batch_size:
+    crops per UNet call, None = the fastest per frame for the model's device (1 on CPU, 8 on GPUs); the output
+    does not depend on it beyond float rounding.
 
     The stages are :func:`locate_faces`, :func:`generate_faces` and :func:`paste_generated`, run here batch by batch
     so that only one batch of crops is held.  As the reference (cross mode): each face is its own reference, one seeded
@@ -137,6 +147,8 @@ def lipsync(frames: np.ndarray, wav_16k: np.ndarray, fps: float, model, detect: 
     started = time.perf_counter()
     frames = np.asarray(frames)
     _check_frames(frames)
+    if batch_size is None:
+        batch_size = default_batch_size(next(model.parameters()).device)
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if not 0.0 <= flow_start < 1.0:

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ...models.camera_geometry import FOCAL_LENGTH, camera_matrices, camera_tanfov
-from ...models.speed import autocast
+from ...models.speed import autocast, split_on_oom
 from .driver import TrackedDriver, as_driver
 
 Progress = Callable[[int, int], None] | None
@@ -197,7 +197,8 @@ def refine_splats(model, splats, batch_size: int = 1, progress: Progress = None,
         raise ValueError(f"splats must be [T,C,H,W], got {tuple(splats.shape)}")
     total, frames = splats.shape[0], []
     for start in range(0, total, batch_size):
-        frames.append(_refine_batch(model, splats[start:start + batch_size], randomize_noise, autocast_dtype))
+        frames.append(split_on_oom(lambda a, b: _refine_batch(model, splats[a:b], randomize_noise, autocast_dtype),
+                                   start, min(start + batch_size, total), np.concatenate, "GAGAvatar refiner"))
         if progress is not None:
             for done in range(start + 1, start + frames[-1].shape[0] + 1):
                 progress(done, total)
