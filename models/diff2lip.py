@@ -329,11 +329,17 @@ class Diff2LipUNet(nn.Module):
             if mels is None:
                 raise ValueError("Diff2LipUNet needs the audio: pass mels=[N,80,16] or audio_style from encode_audio()")
             audio_style = self.encode_audio(mels)
-        from .speed import autocast
-        body = self._body if self._compiled_body is None else self._compiled_body
+        from .speed import autocast, compiled_call
+        args = (x, timesteps, cond_img, mask, ref_img, audio_style)
         with autocast(x.device, self.autocast_dtype):
-            out = body(x, timesteps, cond_img, mask, ref_img, audio_style)
+            if self._compiled_body is None:
+                out = self._body(*args)
+            else:
+                out = compiled_call(self._compiled_body, self._body, args, self._disable_compile)
         return out.to(x.dtype).contiguous()
+
+    def _disable_compile(self) -> None:
+        object.__setattr__(self, "_compiled_body", None)
 
     def _body(self, x: torch.Tensor, timesteps: torch.Tensor, cond_img: torch.Tensor, mask: torch.Tensor,
               ref_img: torch.Tensor, audio_style: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ from typing import Callable, TypeVar
 import torch
 
 __all__ = ["PRECISIONS", "autocast", "compile_module", "default_batch_size", "half_supported", "resolve_precision",
-           "split_on_oom"]
+           "compiled_call", "split_on_oom"]
 T = TypeVar("T")
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -85,6 +85,20 @@ def compile_module(module: torch.nn.Module, cache_dir: str | None = None) -> tor
                     "take a few minutes (cached afterwards). Switch it off in the loader to skip this.")
         _COMPILE_NOTICE_SHOWN = True
     return torch.compile(module, dynamic=False)
+
+
+def compiled_call(compiled: Callable, eager: Callable, args: tuple, disable: Callable[[], None]):
+    """Call a torch.compile'd function; if compiling fails (no C++ compiler, an unsupported operation), warn once,
+    ``disable()`` compilation and run ``eager`` instead, so a missing toolchain costs speed, never the run."""
+    try:
+        return compiled(*args)
+    except (torch.OutOfMemoryError, KeyboardInterrupt):
+        raise
+    except Exception as error:  # inductor/dynamo raise many types (BackendCompilerFailed, CalledProcessError, ...)
+        warnings.warn(f"torch.compile failed ({type(error).__name__}: {str(error)[:300]}); running without it",
+                      stacklevel=3)
+        disable()
+        return eager(*args)
 
 
 def split_on_oom(run: Callable[[int, int], T], start: int, stop: int, join: Callable[[list[T]], T], what: str) -> T:

@@ -114,3 +114,20 @@ def test_out_of_memory_batch_is_split_and_retried(tiny, faces):
 
     with pytest.raises(RuntimeError, match="Diff2Lip sampling: out of GPU memory even for a single frame"):
         generate_faces(_OutOfMemoryAbove(tiny, limit=0), crops[:2], mels[:2].numpy(), steps=2)
+
+
+def test_a_failing_torch_compile_falls_back_to_eager_with_a_warning(tiny, faces):
+    plain = _model_outputs(tiny, faces)
+
+    def broken(*args):
+        raise RuntimeError("C++ compiler not found")
+
+    tiny.set_speed(channels_last=False)
+    object.__setattr__(tiny, "_compiled_body", broken)  # what a machine without a toolchain does on the first call
+    try:
+        with pytest.warns(UserWarning, match="torch.compile failed .*C\\+\\+ compiler not found.*running without it"):
+            outputs = _model_outputs(tiny, faces)
+        assert tiny._compiled_body is None
+    finally:
+        tiny.set_speed(channels_last=False)
+    assert torch.equal(outputs, plain)

@@ -20,7 +20,9 @@ import tracking_synth
 
 pytestmark = pytest.mark.server
 
-TINY_DIFF2LIP = {"Diff2Lip Model.ckpt_name": "tiny_unet.pt", "Diff2Lip Model.num_head_channels": 32}
+# compile off: compiling even the tiny UNet takes minutes on a busy CPU (tests/test_speed.py covers that switch).
+TINY_DIFF2LIP = {"Diff2Lip Model.ckpt_name": "tiny_unet.pt", "Diff2Lip Model.num_head_channels": 32,
+                 "Diff2Lip Model.compile": False}
 
 
 @pytest.fixture(scope="module")
