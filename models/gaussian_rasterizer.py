@@ -17,7 +17,9 @@ Matrices use the 3DGS layout: ``viewmatrix``/``projmatrix`` are the TRANSPOSED (
 
 Two compositors share the projection and tile binning:
 
-* ``"torch"``: pure PyTorch, any device.  Each batch of tiles walks its depth-sorted Gaussian list in chunks; a chunk
+* ``"torch"``: PyTorch, any device; on CPU the compositing step runs as a numba-compiled per-pixel loop, like the
+  CUDA kernel (``use_numba``, on when numba is installed, as librosa brings it), and the tensor compositor below
+  is the fallback.  The tensor compositor: each batch of tiles walks its depth-sorted Gaussian list in chunks; a chunk
   is composited for all 256 pixels of every tile at once (transmittance by cumulative product, early-stop bookkeeping
   per pixel), and tiles whose pixels have all stopped leave the batch.  Tile–Gaussian pairs whose α stays below
   1/255 on the whole tile are never generated (exact: they cannot change a pixel).
@@ -90,6 +92,7 @@ def rasterize(
     return_depth: bool = False,
     tiles_per_batch: int = 256,
     chunk_size: int = 32,
+    use_numba: bool = True,
 ):
     """Render Gaussians with the original-3DGS forward rules (see the module docstring).
 
@@ -103,6 +106,8 @@ def rasterize(
         return_depth: also return the fork's depth map Σ z·α·T (not normalised, no background).
         tiles_per_batch, chunk_size: torch-path work sizes (tiles composited together, Gaussians per step); they
         bound memory to about tiles_per_batch·256·chunk_size floats per temporary and do not change the result.
+        use_numba: on CPU, composite with the numba-compiled per-pixel loop when numba is installed (same rules,
+        equal to float rounding, several times faster); False = the tensor compositor.
 
     Returns:
         image [C,H,W] float32, alpha [H,W] (1 − final transmittance), radii [N] int32 (0 = culled), and
@@ -136,6 +141,8 @@ def rasterize(
             if backend != "auto":
                 raise
             _remember_gsplat_failure(error)
+    if image is None and use_numba and feats.device.type == "cpu" and _numba_importable():
+        image, transmittance = _composite_numba(projected, opacity, feats, lists, height, width, bg)
     if image is None:
         image, transmittance = _composite_torch(
             projected, opacity, feats, lists, height, width, bg, tiles_per_batch=tiles_per_batch, chunk_size=chunk_size
@@ -197,6 +204,14 @@ def _resolve_backend(backend: str, device: torch.device) -> str:
             raise ValueError("backend='gsplat' needs CUDA input tensors and an importable gsplat; use backend='torch'")
         return backend
     return "gsplat" if device.type == "cuda" and _gsplat_failure is None and _gsplat_importable() else "torch"
+
+
+def _numba_importable() -> bool:
+    try:
+        import numba  # noqa: F401  (a dependency of librosa, so normally present)
+    except ImportError:
+        return False
+    return True
 
 
 def _gsplat_importable() -> bool:
@@ -492,6 +507,97 @@ def _chunk_transmittance(alpha, t_start):
         weights.view(-1, chunk)[rows] *= admitted
         t_end.view(-1)[rows] = t_rows.gather(1, admitted.sum(dim=1, keepdim=True))[:, 0]
     return weights, t_end, stopped
+
+
+def _composite_numba(projected, opacity, features, lists, height, width, background):
+    """Rules 9-12 pixel by pixel, as the CUDA kernel does, compiled by numba and run over tiles in parallel.
+
+    Same per-Gaussian parameters and float32 arithmetic as the torch compositor (exp2 of the same exponent), so the
+    two agree to float rounding; the per-pixel loop stops at the pixel's own early-termination point and never
+    builds a full-size temporary, which is several times faster on CPU.  Uses torch's thread count.
+    """
+    import numba
+
+    grid_y, grid_x = lists.grid
+    params = _compositor_params(projected, opacity).numpy()
+    features = np.ascontiguousarray(features.numpy(), dtype=np.float32)
+    gaussians = lists.gaussians.numpy()
+    offsets = lists.offsets.numpy()
+    busy = np.nonzero(offsets[1:] > offsets[:-1])[0]
+    color = np.zeros((grid_y * grid_x, TILE * TILE, features.shape[1]), dtype=np.float32)
+    transmittance = np.ones((grid_y * grid_x, TILE * TILE), dtype=np.float32)
+    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(threads)
+    _numba_kernel()(busy, offsets, gaussians, params, features, grid_x, height, width, threads, color, transmittance)
+    image = _untile(torch.from_numpy(color).permute(0, 2, 1), grid_y, grid_x, height, width)
+    final_t = _untile(torch.from_numpy(transmittance)[:, None, :], grid_y, grid_x, height, width)[0]
+    return image + final_t[None] * background[:, None, None], final_t
+
+
+_NUMBA_KERNEL = None
+prange = range  # numba.prange once numba is imported (the kernel reads it as a global when compiled)
+
+
+def _numba_kernel():
+    """Compile the per-pixel compositor once per process (numba caches it on disk when the folder is writable)."""
+    global _NUMBA_KERNEL, prange
+    if _NUMBA_KERNEL is None:
+        import numba
+
+        prange = numba.prange
+
+        try:
+            _NUMBA_KERNEL = numba.njit(parallel=True, cache=True)(_composite_pixels)
+        except Exception:  # e.g. no writable cache location: compile per process instead
+            _NUMBA_KERNEL = numba.njit(parallel=True)(_composite_pixels)
+    return _NUMBA_KERNEL
+
+
+_F32 = np.float32
+_ALPHA_MAX_F32, _ALPHA_MIN_F32, _T_MIN_F32 = _F32(ALPHA_MAX), _F32(ALPHA_MIN), _F32(T_MIN)
+# exp2 of an exponent below this is certainly under 1/255 (log2(1/255) = -7.994, minus a margin for exp2 rounding).
+_SURELY_FAINT = _F32(math.log2(ALPHA_MIN) - 1e-3)
+
+
+def _composite_pixels(busy, offsets, gaussians, params, features, grid_x, height, width, threads, color, trans):
+    """numba kernel body: tiles are dealt round-robin to ``threads`` workers (neighbouring tiles cost alike)."""
+    channels = features.shape[1]
+    for worker in prange(threads):
+        for i in range(worker, busy.shape[0], threads):
+            tile = busy[i]
+            x0, y0 = (tile % grid_x) * TILE, (tile // grid_x) * TILE
+            for row in range(TILE):
+                if y0 + row >= height:
+                    break
+                pixel_y = _F32(y0 + row)
+                for column in range(TILE):
+                    if x0 + column >= width:
+                        break
+                    pixel_x = _F32(x0 + column)
+                    out = color[tile, row * TILE + column]
+                    t = _F32(1.0)
+                    for k in range(offsets[tile], offsets[tile + 1]):
+                        g = gaussians[k]
+                        dx = params[g, 0] - pixel_x
+                        dy = params[g, 1] - pixel_y
+                        log2_o = params[g, 5]
+                        exponent = (params[g, 4] * dy * dy + log2_o) + params[g, 2] * dx * dx
+                        exponent = exponent + dy * (params[g, 3] * dx)
+                        if exponent < _SURELY_FAINT:
+                            continue
+                        if params[g, 6] != 0 and exponent > log2_o:  # power > 0 (rule 9)
+                            continue
+                        alpha = min(_F32(np.exp2(max(exponent, _F32(-126.0)))), _ALPHA_MAX_F32)
+                        if alpha < _ALPHA_MIN_F32:
+                            continue
+                        test_t = t * (_F32(1.0) - alpha)
+                        if test_t < _T_MIN_F32:
+                            break
+                        weight = alpha * t
+                        for c in range(channels):
+                            out[c] += features[g, c] * weight
+                        t = test_t
+                    trans[tile, row * TILE + column] = t
 
 
 def gsplat_inputs(projected: ProjectedGaussians, lists: TileLists):
