@@ -10,12 +10,13 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .state_dict_file import read_checkpoint, require_keys
 
 __all__ = ["RELEASE_CONFIG", "Diff2LipConfig", "Diff2LipUNet", "infer_config", "load_diff2lip", "timestep_embedding"]
 
@@ -370,29 +371,13 @@ def infer_config(state_dict: Mapping[str, torch.Tensor], num_head_channels: int 
                           image_size=image_size or _image_size_for(_channel_mult(tuple(level_channels), int(mc))))
 
 
-def _unwrap_state_dict(obj) -> dict[str, torch.Tensor]:
-    """The release is a plain state dict; re-saved copies may nest it or carry DDP's ``module.`` prefix."""
-    if isinstance(obj, Mapping):
-        for key in ("state_dict", "model", "ema"):
-            if isinstance(obj.get(key), Mapping):
-                return _unwrap_state_dict(obj[key])
-    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError("Diff2Lip checkpoint must hold a state dict of tensors (the official checkpoint.pt)")
-    if obj and all(k.startswith("module.") for k in obj):
-        return {k[len("module."):]: v for k, v in obj.items()}
-    return dict(obj)
-
-
 def _read_checkpoint(source) -> dict[str, torch.Tensor]:
-    if isinstance(source, Mapping):
-        return _unwrap_state_dict(source)
-    path = Path(source)
-    if not path.is_file():
-        raise ValueError(f"Diff2Lip checkpoint not found: {path}; put checkpoint.pt into models/diff2lip")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        return _unwrap_state_dict(load_file(str(path)))
-    return _unwrap_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    """The release is a plain state dict; re-saved copies may nest it, carry DDP's ``module.`` prefix or be
+    half precision (upcast: the model keeps fp32 weights)."""
+    state = read_checkpoint(source, "Diff2Lip")
+    require_keys(state, "Diff2Lip UNet", f"Diff2Lip file {source}" if not isinstance(source, Mapping) else "the state dict",
+                 ("input_blocks.", "out."), "Choose the official Diff2Lip checkpoint.pt (models/diff2lip).")
+    return state
 
 
 def _check_fits(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:

@@ -7,6 +7,7 @@ import torch
 from comfy_api.latest import io
 
 from .common import image_to_numpy, log, mask_to_numpy, numpy_to_image, progress_callback, torch_device
+from .guards import check_audio, check_finite
 from .paths import model_files, resolve_model_file
 
 ENHANCE = "TalkingHead/Diff2Lip/enhance"
@@ -41,6 +42,7 @@ class Diff2LipAudioCleanup(io.ComfyNode):
         from ..pipelines.audio_enhance import enhance_speech
         from ..pipelines.media import audio_to_mono, make_audio
 
+        check_audio(audio, "Diff2Lip Audio Clean-up")
         wav = audio_to_mono(audio["waveform"], audio["sample_rate"])
         loudness_ok = len(wav) >= 0.4 * 16000  # BS.1770 gating blocks are 400 ms long
         if not loudness_ok and (compress or target_lufs > -70):
@@ -52,7 +54,9 @@ class Diff2LipAudioCleanup(io.ComfyNode):
         return io.NodeOutput(make_audio(cleaned, 16000))
 
 
-def _frames_and_mask(frames, mask):
+def _frames_and_mask(frames, mask, node: str, names=("frames", "mask")):
+    check_finite(frames, node, names[0])
+    check_finite(mask, node, names[1])
     array = image_to_numpy(frames)
     masks = mask_to_numpy(mask)
     if masks.shape != array.shape[:3]:
@@ -99,8 +103,10 @@ class Diff2LipLipMaskComposite(io.ComfyNode):
                 landmarks=FACEMESH):
         from ..pipelines.diff2lip_enhance import FanLandmarker, composite, facemesh_landmarks, lip_composite_masks
 
+        check_finite(original, "Diff2Lip Lip-Mask Composite", "original")
         orig = image_to_numpy(original)
-        gen, region = _frames_and_mask(generated, generated_mask)
+        gen, region = _frames_and_mask(generated, generated_mask, "Diff2Lip Lip-Mask Composite",
+                                       ("generated", "generated_mask"))
         if orig.shape != gen.shape:
             raise ValueError(f"original {orig.shape} and generated {gen.shape} differ: connect the same clip")
         if mode == "hard box":
@@ -142,7 +148,8 @@ class Diff2LipColorMatch(io.ComfyNode):
     def execute(cls, original, generated, mask, method, band_px):
         from ..pipelines.diff2lip_enhance import match_color
 
-        gen, masks = _frames_and_mask(generated, mask)
+        check_finite(original, "Diff2Lip Colour Match", "original")
+        gen, masks = _frames_and_mask(generated, mask, "Diff2Lip Colour Match", ("generated", "mask"))
         out = match_color(image_to_numpy(original), gen, masks, method=method, band_px=band_px,
                           progress=progress_callback(len(gen)))
         return io.NodeOutput(numpy_to_image(out))
@@ -169,7 +176,7 @@ class Diff2LipTemporalSmooth(io.ComfyNode):
     def execute(cls, frames, mask, strength, method):
         from ..pipelines.diff2lip_enhance import ema_temporal_smooth, flow_temporal_smooth
 
-        array, masks = _frames_and_mask(frames, mask)
+        array, masks = _frames_and_mask(frames, mask, "Diff2Lip Temporal Smooth")
         if method == "plain EMA":
             out = ema_temporal_smooth(array, masks, strength)
         else:
@@ -199,7 +206,7 @@ class Diff2LipDenoiseRegion(io.ComfyNode):
     def execute(cls, frames, mask, method, strength):
         from ..pipelines.diff2lip_enhance import denoise_region
 
-        array, masks = _frames_and_mask(frames, mask)
+        array, masks = _frames_and_mask(frames, mask, "Diff2Lip Artifact Reduction")
         out = denoise_region(array, masks, method=method, strength=strength, progress=progress_callback(len(array)))
         return io.NodeOutput(numpy_to_image(out))
 
@@ -225,7 +232,7 @@ class Diff2LipSharpen(io.ComfyNode):
     def execute(cls, frames, mask, strength, sigma):
         from ..pipelines.diff2lip_enhance import sharpen_region
 
-        array, masks = _frames_and_mask(frames, mask)
+        array, masks = _frames_and_mask(frames, mask, "Diff2Lip Sharpen Mouth")
         out = sharpen_region(array, masks, strength=strength, sigma=sigma, progress=progress_callback(len(array)))
         return io.NodeOutput(numpy_to_image(out))
 
@@ -251,8 +258,11 @@ class Diff2LipQualityMetrics(io.ComfyNode):
     def execute(cls, original, output, generated_mask, landmarks, composite_mask=None):
         from ..pipelines.diff2lip_enhance import quality_report
 
-        out, region = _frames_and_mask(output, generated_mask)
-        composite = None if composite_mask is None else _frames_and_mask(output, composite_mask)[1]
+        node = "Diff2Lip Quality Metrics"
+        check_finite(original, node, "original")
+        out, region = _frames_and_mask(output, generated_mask, node, ("output", "generated_mask"))
+        composite = None if composite_mask is None else \
+            _frames_and_mask(output, composite_mask, node, ("output", "composite_mask"))[1]
         report = quality_report(image_to_numpy(original), out, region, composite_mask=composite, landmarks=landmarks)
         text = json.dumps(report, default=float, indent=1)
         log.info("Diff2Lip Quality Metrics: %s", text)

@@ -8,6 +8,7 @@ import torch
 from comfy_api.latest import io
 
 from .common import image_to_numpy, log, numpy_to_image, progress_callback, torch_device
+from .guards import check_audio, check_finite, check_fps
 from .sockets import DIFF2LIP_MODEL, FACE_DETECTOR, DIFF2LIP_CROPS
 
 CATEGORY = "TalkingHead/Diff2Lip"
@@ -131,6 +132,10 @@ class Diff2LipLipSync(io.ComfyNode):
         from ..pipelines.diff2lip.presets import PASTE_MODES, steps_for
         from ..pipelines.media import audio_to_mono, fit_audio_to_frames, make_audio
 
+        node = "Diff2Lip Lip Sync"
+        fps = check_fps(fps, node)
+        check_finite(frames, node, "frames")
+        check_audio(audio, node)
         steps = steps_for(quality, custom_steps)
         array = image_to_numpy(frames)
         n = len(array)
@@ -180,6 +185,7 @@ class Diff2LipCropFaces(io.ComfyNode):
     def execute(cls, frames, detector, crop_size, face, face_index, pad_top, pad_bottom, pad_left, pad_right):
         from ..pipelines.diff2lip import crop_faces, locate_faces
 
+        check_finite(frames, "Diff2Lip Crop Faces", "frames")
         array = image_to_numpy(frames)
         boxes = locate_faces(array, detector, _pick(face, face_index), (pad_top, pad_bottom, pad_left, pad_right),
                              progress=progress_callback(len(array)))
@@ -228,6 +234,9 @@ class Diff2LipSampleFaces(io.ComfyNode):
         from ..pipelines.diff2lip.presets import steps_for
         from ..pipelines.media import audio_to_mono, fit_audio_to_frames
 
+        fps = check_fps(fps, "Diff2Lip Sample Faces")
+        check_audio(audio, "Diff2Lip Sample Faces")
+        check_finite(crops["samples"], "Diff2Lip Sample Faces", "crops")
         steps = steps_for(quality, custom_steps)
         fitted_wave = fit_audio_to_frames(audio["waveform"], audio["sample_rate"], crops["num_frames"], fps)
         wav = audio_to_mono(fitted_wave, audio["sample_rate"])  # as Lip Sync: silence past the end of the audio
@@ -272,6 +281,9 @@ class Diff2LipPasteFaces(io.ComfyNode):
         from ..pipelines.diff2lip import paste_generated
         from ..pipelines.diff2lip.presets import PASTE_MODES
 
+        check_finite(frames, "Diff2Lip Paste Faces", "frames")
+        if faces is not None:
+            check_finite(faces, "Diff2Lip Paste Faces", "faces")
         array = image_to_numpy(frames)
         if (len(array), *array.shape[1:3]) != (crops["num_frames"], *crops["frame_hw"]):
             raise ValueError(f"Diff2Lip Paste Faces: the crops come from {crops['num_frames']} frames of "

@@ -7,6 +7,7 @@ from dataclasses import replace
 from comfy_api.latest import io
 
 from .common import image_to_numpy, mask_to_numpy, numpy_to_image, progress_callback
+from .guards import check_finite
 from .sockets import FLAME_MODEL, GAGAVATAR_DRIVER, GAGAVATAR_MODEL, GAGAVATAR_SOURCE
 
 CATEGORY = "TalkingHead/GAGAvatar/enhance"
@@ -126,6 +127,9 @@ class GAGAvatarDetailEnhance(io.ComfyNode):
     def execute(cls, frames, strength, face_mask=None):
         from ..pipelines.gagavatar_enhance import DetailConfig, EnhanceConfig, enhance_frames
 
+        check_finite(frames, "Detail Enhance (GAGAvatar)", "frames")
+        if face_mask is not None:
+            check_finite(face_mask, "Detail Enhance (GAGAvatar)", "face_mask")
         array = image_to_numpy(frames)
         mask = None if face_mask is None else mask_to_numpy(face_mask)
         out = enhance_frames(array, EnhanceConfig(detail=DetailConfig(strength=strength)), mask,
@@ -154,6 +158,7 @@ class GAGAvatarEyeEnhance(io.ComfyNode):
     def execute(cls, frames, driver, flame, strength, source=None):
         from ..pipelines.gagavatar_enhance import EnhanceConfig, EyeEnhanceConfig, enhance_frames
 
+        check_finite(frames, "Eye Enhance (GAGAvatar)", "frames")
         array = image_to_numpy(frames)
         if len(array) != len(driver):
             raise ValueError(f"Eye Enhance: {len(array)} frames but the driver has {len(driver)}; connect the driver "

@@ -12,6 +12,7 @@ MEL_CONFIG = {"n_mels": 80, "sample_rate": SAMPLE_RATE, "n_fft": 800, "hop_lengt
 MEL_FRAMES_PER_SECOND = 80  # hop 200 at 16 kHz
 WINDOW_MEL_FRAMES = 16  # 200 ms of audio per video frame
 REFERENCE_FPS = 25.0
+SILENCE_MEL = -4.0  # melspectrogram() of zeros: the -100 dB floor normalised and clipped
 
 
 def melspectrogram(wav_16k: np.ndarray) -> np.ndarray:
@@ -58,7 +59,8 @@ def mel_windows(mel: np.ndarray, fps: float = REFERENCE_FPS, num_frames: int | N
 
     Without ``num_frames`` the windows stop, as in the reference, at the first one that would run past the audio.
     With ``num_frames`` exactly that many are returned: frames past the end of the audio repeat the last complete
-    window (so video longer than its audio keeps its length).
+    window (so video longer than its audio keeps its length), and a clip shorter than one window (a single frame, a
+    still image) gets its mel padded with silence to one window instead of an "audio too short" error.
     """
     mel = np.asarray(mel)
     if mel.ndim != 2 or mel.shape[0] != 80:
@@ -67,6 +69,9 @@ def mel_windows(mel: np.ndarray, fps: float = REFERENCE_FPS, num_frames: int | N
         raise ValueError(f"fps must be positive, got {fps}")
     if num_frames is not None and num_frames < 1:
         raise ValueError(f"num_frames must be at least 1, got {num_frames}")
+    if num_frames is not None and mel.shape[1] < WINDOW_MEL_FRAMES:
+        # The clip itself is shorter than 200 ms: the audio is fine, pad it with the mel of silence.
+        mel = np.pad(mel, ((0, 0), (0, WINDOW_MEL_FRAMES - mel.shape[1])), constant_values=SILENCE_MEL)
     total = mel.shape[1]
     starts = []
     while window_start(len(starts), fps) + WINDOW_MEL_FRAMES <= total:

@@ -28,10 +28,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ...models.camera_geometry import FOCAL_LENGTH, camera_matrices, camera_tanfov
 from .driver import TrackedDriver, as_driver
-from .geometry import camera_matrices, camera_tanfov
 
-FOCAL = 12.0
 Progress = Callable[[int, int], None] | None
 
 _SOURCE_CACHE: "weakref.WeakKeyDictionary[torch.nn.Module, OrderedDict]" = weakref.WeakKeyDictionary()
@@ -135,8 +134,8 @@ def render_splat(model, avatar, t_points: torch.Tensor, transform, autocast_dtyp
     with torch.no_grad(), _autocast(device, autocast_dtype):
         gaussians = model.gaussians(avatar, t_points[None].to(device))
     gaussians = {name: value[0].float() for name, value in gaussians.items()}
-    view, projection = camera_matrices(torch.as_tensor(transform, dtype=torch.float32, device=device), FOCAL)
-    tanfovx, tanfovy = camera_tanfov(FOCAL)
+    view, projection = camera_matrices(torch.as_tensor(transform, dtype=torch.float32, device=device), FOCAL_LENGTH)
+    tanfovx, tanfovy = camera_tanfov(FOCAL_LENGTH)
     size, channels = model.refine_size, gaussians["colors"].shape[-1]
     return rasterize(gaussians["xyz"], gaussians["scales"], gaussians["rotations"], gaussians["opacities"],
                      gaussians["colors"], view, projection, tanfovx, tanfovy, size, size,
