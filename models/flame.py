@@ -1,10 +1,10 @@
-"""FLAME head model as GAGAvatar uses it (gagavatar.md §5), plus a chumpy-free converter for FLAME 2020 files.
+"""FLAME head model as GAGAvatar uses it, plus a chumpy-free converter for FLAME 2020 files.
 
 The layer reads the ``FLAME_with_eye.pt`` layout: ``{'flame_model': {f, v_template, shapedirs, posedirs,
 J_regressor, kintree_table, weights}, 'lmk_embeddings': {...}}``.  ``shapedirs`` holds 300 identity components
-followed by 100 expression components (trap 20).  Joints: 0 global, 1 neck (always 0), 2 jaw, 3/4 eyeballs.
+followed by 100 expression components.  Joints: 0 global, 1 neck (always 0), 2 jaw, 3/4 eyeballs.
 
-Pose convention of tracked drivers (trap 7): ``posecode = [global axis-angle (always 0 in tracked data), jaw
+Pose convention of tracked drivers: ``posecode = [global axis-angle (always 0 in tracked data), jaw
 axis-angle]``; the head pose lives in the camera ``transform_matrix``, not in FLAME.  ``eye_pose`` holds the two
 eyeball axis-angles.  Output vertices are multiplied by ``scale`` (5 in GAGAvatar).
 """
@@ -278,7 +278,7 @@ def flame_dict_from_pkl(generic_model_pkl, landmark_files: Sequence = ()) -> dic
     arrays = {k: to_numpy(raw[k]) for k in FLAME_KEYS}
     flame_model = {}
     for key, value in arrays.items():
-        # kintree_table and f are uint32 in the official file; the layer needs signed indices (trap 20).
+        # kintree_table and f are uint32 in the official file; the layer needs signed indices.
         dtype = np.int64 if key in ("f", "kintree_table") else np.float32
         flame_model[key] = torch.from_numpy(np.ascontiguousarray(value.astype(dtype)))
     flame_model["kintree_table"][0, 0] = -1  # the root's parent is stored wrapped around (2**32 - 1)

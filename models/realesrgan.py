@@ -3,7 +3,7 @@ mouth crop, returned as spandrel ``ImageModelDescriptor`` s — the same object 
 
 Backends:
 - ``spandrel`` (default): spandrel reads the official files and runs its own RRDBNet; its outputs are identical to
-  basicsr's (../shared docs, deps.md §3.4).  No extra package.
+  basicsr's for the same weights (both run the same RRDBNet).  No extra package.
 - ``basicsr`` (optional): the original ``basicsr.archs.rrdbnet_arch.RRDBNet`` with the same weights, for users who
   have basicsr / realesrgan installed.  basicsr 1.4.2 imports ``torchvision.transforms.functional_tensor``, which
   torchvision 0.17 removed; :func:`install_torchvision_alias` (owned by this pack) registers the public

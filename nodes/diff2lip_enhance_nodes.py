@@ -68,6 +68,8 @@ def _frames_and_mask(frames, mask, node: str, names=("frames", "mask")):
 class Diff2LipLipMaskComposite(io.ComfyNode):
     @classmethod
     def define_schema(cls):
+        from ..pipelines.diff2lip_enhance import lip_mask as defaults
+
         return io.Schema(
             node_id="Diff2LipLipMaskComposite",
             display_name="Diff2Lip Lip-Mask Composite",
@@ -81,13 +83,13 @@ class Diff2LipLipMaskComposite(io.ComfyNode):
                 io.Mask.Input("generated_mask", tooltip="Its generated_mask output."),
                 io.Combo.Input("mode", options=["lip mask", "hard box"], default="lip mask",
                                tooltip="'hard box' = the plain generated region (the reference's paste)."),
-                io.Float.Input("expansion", default=1.2, min=0.5, max=3.0, step=0.05,
+                io.Float.Input("expansion", default=defaults.DEFAULT_EXPANSION, min=0.5, max=3.0, step=0.05,
                                tooltip="Lip polygon scale around its centre."),
-                io.Float.Input("feather", default=0.2, min=0.0, max=1.0, step=0.01,
+                io.Float.Input("feather", default=defaults.DEFAULT_FEATHER, min=0.0, max=1.0, step=0.01,
                                tooltip="Soft edge width as a fraction of the mouth width."),
-                io.Float.Input("adaptive_gain", default=1.0, min=0.0, max=5.0, step=0.1,
+                io.Float.Input("adaptive_gain", default=defaults.DEFAULT_ADAPTIVE_GAIN, min=0.0, max=5.0, step=0.1,
                                tooltip="How much the expansion grows with the mouth-opening ratio (0 = fixed)."),
-                io.Int.Input("smooth_window", default=5, min=1, max=31,
+                io.Int.Input("smooth_window", default=defaults.DEFAULT_SMOOTH_WINDOW, min=1, max=31,
                              tooltip="Frames over which the opening ratio is smoothed."),
                 io.Combo.Input("landmarks", options=[FACEMESH, *model_files("face_detection")], default=FACEMESH,
                                tooltip="Lip landmarks: MediaPipe FaceMesh (built in), or face-alignment's 68-point "

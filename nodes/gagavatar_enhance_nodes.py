@@ -1,5 +1,5 @@
 """GAGAvatar enhancement nodes: adapters to ``pipelines.gagavatar_enhance`` (each improvement its own node, plus one
-switch that applies a preset — ``enhanced`` turns everything on, as the plan's ``--enhanced``)."""
+switch that applies a preset — ``enhanced`` turns everything on)."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -181,7 +181,8 @@ class GAGAvatarEnhancedAnimate(io.ComfyNode):
             display_name="Animate Avatar, Enhanced (GAGAvatar)",
             category=CATEGORY,
             description="The whole enhanced pipeline in one node: preset 'enhanced' = smoothing + region-aware "
-                        "expression + gaze correction before rendering, detail + eye enhancement after.",
+                        "expression + gaze correction before rendering, detail enhancement inside the rendered alpha "
+                        "(the background is left as rendered) + eye enhancement after.",
             inputs=[GAGAVATAR_MODEL.Input("model"), FLAME_MODEL.Input("flame"),
                     GAGAVATAR_SOURCE.Input("source"), GAGAVATAR_DRIVER.Input("driver"),
                     io.Combo.Input("preset", options=list(PRESETS), default="enhanced",
@@ -192,16 +193,13 @@ class GAGAvatarEnhancedAnimate(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, flame, source, driver, preset, batch_size):
-        from ..pipelines.gagavatar import animate, encode_source_cached
-        from ..pipelines.gagavatar_enhance import enhance_frames, get_preset
+        from ..pipelines.gagavatar import encode_source_cached
+        from ..pipelines.gagavatar_enhance import animate_enhanced, get_preset
 
         config = get_preset(preset)
-        enhanced = _enhanced_driver(driver, config, flame, source)
         avatar = encode_source_cached(model.module, source.image, source.transform)
-        frames = animate(model.module, flame.module, avatar, source.shapecode, enhanced, batch_size=batch_size,
-                         progress=progress_callback(len(enhanced)))
-        frames = enhance_frames(frames, config, driver=enhanced.as_dict(), flame=flame.module,
-                                shapecode=source.shapecode)
+        frames = animate_enhanced(model.module, flame.module, avatar, source.shapecode, driver, config,
+                                  batch_size=batch_size, progress=progress_callback(4 * len(driver)))
         return io.NodeOutput(numpy_to_image(frames), float(driver.fps))
 
 

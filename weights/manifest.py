@@ -94,7 +94,7 @@ def _download_problems(entry: Mapping[str, Any]) -> list[str]:
     if not entry["download"]:
         problems = [] if entry["instructions"] else ["a non-downloadable entry needs instructions for the user"]
         return problems + (["a non-downloadable entry must have url null"] if entry["url"] is not None else [])
-    # FLAME may only be obtained after registering with MPI (gagavatar.md §5): the tool must never fetch it.
+    # FLAME may only be obtained after registering with MPI: the tool must never fetch it.
     if "flame" in entry["consent"]:
         return ["an entry needing FLAME consent must not be downloadable"]
     if not str(entry["url"] or "").startswith(("https://", "http://")):

@@ -1,4 +1,4 @@
-"""Wav2Lip-style mel spectrogram and per-video-frame mel windows, as Diff2Lip computes them (§5.9, §6)."""
+"""Wav2Lip-style mel spectrogram and per-video-frame mel windows, as Diff2Lip computes them."""
 from __future__ import annotations
 
 import librosa
@@ -18,7 +18,7 @@ SILENCE_MEL = -4.0  # melspectrogram() of zeros: the -100 dB floor normalised an
 def melspectrogram(wav_16k: np.ndarray) -> np.ndarray:
     """[80, 1 + len//200] float64 mel in [-4, 4] of a 16 kHz mono waveform (float in [-1,1]; int16 is scaled).
 
-    Pre-emphasis 0.97, |STFT| (n_fft 800, hop 200, Hann, centred with ZERO padding, trap 7), Slaney mel 55..7600 Hz,
+    Pre-emphasis 0.97, |STFT| (n_fft 800, hop 200, Hann, centred with ZERO padding), Slaney mel 55..7600 Hz,
     20·log10 with a 1e-5 floor, minus 20 dB, then symmetric normalisation to [-4, 4] with clipping.
     """
     wav = np.asarray(wav_16k)
@@ -43,7 +43,8 @@ def melspectrogram(wav_16k: np.ndarray) -> np.ndarray:
 def window_start(frame: int, fps: float = REFERENCE_FPS) -> int:
     """First mel frame of video frame ``frame``'s window: the window starts one 25-fps frame (40 ms) before it.
 
-    At 25 fps this is the reference's ``int(80 * max(k - 1, 0) / 25)`` (trap 5: frames 0 and 1 share row 0).
+    At 25 fps this is the reference's ``int(80 * max(k - 1, 0) / 25)`` (frames 0 and 1 share row 0;
+    Wav2Lip's ``int(80 * k / 25)`` would shift the audio by 40 ms).
     """
     start_frame = max(frame - fps / REFERENCE_FPS, 0)
     return int(MEL_FRAMES_PER_SECOND * (start_frame / fps))

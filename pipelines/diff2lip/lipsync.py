@@ -9,17 +9,11 @@ import torch
 
 from ..face_detection import pick_face
 from .audio import mel_windows, melspectrogram
-from .crops import Upscale, crop_faces, crops_to_model, model_to_crops, paste_face, smooth_boxes
+from .crops import Upscale, crop_faces, crops_to_model, model_to_crops, paste_face, smooth_boxes, to_uint8
 from .diffusion import composite_lower_half, ddim_sample, seeded_noise, start_alpha_bar
 
 Detection = Sequence[float]  # (x1, y1, x2, y2, score)
 Detector = Callable[[np.ndarray], Sequence[Detection]]
-
-
-def _as_uint8(frame: np.ndarray) -> np.ndarray:
-    if frame.dtype == np.uint8:
-        return frame
-    return (np.clip(frame, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
 def _inside_frame(face: Detection | None, height: int, width: int) -> bool:
@@ -30,7 +24,7 @@ def _detect_all(frames: np.ndarray, detect: Detector, pick, progress, total: int
     height, width = frames.shape[1:3]
     faces = []
     for i, frame in enumerate(frames):
-        face = pick_face(detect(_as_uint8(frame)), pick)
+        face = pick_face(detect(to_uint8(frame)), pick)
         faces.append(face if _inside_frame(face, height, width) else None)
         if progress is not None:
             progress(i + 1, total)
@@ -96,6 +90,23 @@ def paste_generated(output: np.ndarray, mask: np.ndarray, indices: Sequence[int]
         mask[i, y1:y2, x1:x2] = 1.0
 
 
+def _crops_8bit(frames: Sequence[np.ndarray], boxes: np.ndarray, size: int) -> np.ndarray:
+    """The release's crops, resized in uint8; only each box is rounded to 8 bits (no 8-bit copy of whole frames)."""
+    return np.stack([crop_faces([to_uint8(frame[y1:y2, x1:x2])], np.array([[0, y2 - y1, 0, x2 - x1]]), size)[0]
+                     for frame, (y1, y2, x1, x2) in zip(frames, boxes)])
+
+
+def paste_whole_boxes_8bit(output: np.ndarray, mask: np.ndarray, indices: Sequence[int], faces: np.ndarray, boxes,
+                           upscale: Upscale | None = None) -> None:
+    """The release's paste: uint8 ``faces`` resized into the whole box of the frame rounded to 8 bits; the box is then
+    written back into ``output`` (in place, in its dtype) and marked in ``mask``.  Outside the boxes nothing changes."""
+    for i, face, (y1, y2, x1, x2) in zip(indices, faces, boxes):
+        box_8bit = to_uint8(output[i, y1:y2, x1:x2]).copy()  # only the box is written, so only the box is rounded
+        paste_face(box_8bit, face, (0, y2 - y1, 0, x2 - x1), upscale=upscale)
+        output[i, y1:y2, x1:x2] = box_8bit if output.dtype == np.uint8 else box_8bit.astype(output.dtype) / 255.0
+        mask[i, y1:y2, x1:x2] = 1.0
+
+
 def flow_guided_start(model, previous_generated: np.ndarray, previous_input: np.ndarray, current_input: np.ndarray,
                       steps: int, skip_steps: int, seed: int) -> torch.Tensor:
     """x to start DDIM from after ``skip_steps`` steps: the previous frame's generated crop warped by the optical flow
@@ -126,11 +137,13 @@ def lipsync(frames: np.ndarray, wav_16k: np.ndarray, fps: float, model, detect: 
     The stages are :func:`locate_faces`, :func:`generate_faces` and :func:`paste_generated`, run here batch by batch
     so that only one batch of crops is held.  As the reference (cross mode): each face is its own reference, one seeded
     noise draw serves as x_T and as the masked-half noise of every frame, and DDIM uses ``steps`` steps (25 in the
-    release).  Frames without a face pass through unchanged.  Only the generated lower half of each box is pasted
-    (``paste_whole_box=True`` writes the whole resized crop like the reference).  ``upscale`` enlarges each
+    release).  Frames without a face pass through unchanged.  Only the generated lower half of each box is pasted;
+    ``paste_whole_box=True`` works like the release instead: frames are quantised to 8 bits (exact for frames decoded
+    from 8-bit video), the 8-bit crops are resized, the result is truncated to uint8 and the whole resized crop is
+    written into the box (only the boxes are written back into float frames).  ``upscale`` enlarges each
     generated crop before it is resized into a larger box.  ``active_frames`` (bool [N], e.g. from a voice-activity
     detector) keeps the original mouth where it is False; those frames are still detected so that box smoothing of
-    their neighbours is unchanged.  ``flow_start`` > 0 (not in the reference; seed phase 4.2) replaces that fraction
+    their neighbours is unchanged.  ``flow_start`` > 0 (not in the reference) replaces that fraction
     of the DDIM steps by :func:`flow_guided_start` from the previous frame's result, for temporal coherence; frames
     are then sampled one by one, in order.
 
@@ -166,7 +179,8 @@ def lipsync(frames: np.ndarray, wav_16k: np.ndarray, fps: float, model, detect: 
     previous = None  # (frame index, input crop, generated crop) of the last frame, for flow_start
     for b, batch in enumerate(batches):
         batch_boxes = np.stack([boxes[i] for i in batch])
-        crops = crop_faces([frames[i] for i in batch], batch_boxes, model.image_size)
+        crops = (_crops_8bit if paste_whole_box else crop_faces)([frames[i] for i in batch], batch_boxes,
+                                                                  model.image_size)
         step_progress = None if progress is None else (lambda done, _t, base=n + b * steps: progress(base + done, total))
         if skip and previous is not None and previous[0] == batch[0] - 1:
             x_init = flow_guided_start(model, previous[2], previous[1], crops[0], steps, skip, seed)
@@ -174,7 +188,10 @@ def lipsync(frames: np.ndarray, wav_16k: np.ndarray, fps: float, model, detect: 
         else:
             faces_out = generate_faces(model, crops, mels[batch], steps, seed, step_progress)
         previous = (batch[-1], crops[-1], faces_out[-1])
-        paste_generated(output, mask, batch, faces_out, batch_boxes, upscale, lower_half=not paste_whole_box)
+        if paste_whole_box:
+            paste_whole_boxes_8bit(output, mask, batch, faces_out, batch_boxes, upscale)
+        else:
+            paste_generated(output, mask, batch, faces_out, batch_boxes, upscale)
     if progress is not None:
         progress(total, total)  # close the bar (detection-time estimate; flow_start frames take fewer steps)
     passed = [i for i in range(n) if i not in boxes]

@@ -1,4 +1,4 @@
-"""Tracked GAGAvatar drivers in the official layout (gagavatar.md §6.4).
+"""Tracked GAGAvatar drivers in the official layout.
 
 A driver directory holds ``smoothed.pkl`` (video) or ``optim.pkl`` (image set) — a pickled dict
 ``key -> {bbox (4,), shapecode (300,), expcode (100,), posecode (6,) = [0,0,0, jaw], eyecode (6,),
@@ -8,7 +8,7 @@ transform_matrix (3,4)}`` of float32 arrays — and ``img_lmdb/``, an LMDB mappi
 Differences from the reference loader, on purpose:
 
 - Frames are ordered by ``int(key.split('_')[-1])`` for videos *and* image sets.  The reference shuffles image sets
-  and keeps 60 frames, seeded by wall-clock time (trap 17); here the order is deterministic (natural key order, keys
+  and keeps 60 frames, seeded by wall-clock time; here the order is deterministic (natural key order, keys
   without a numeric suffix last, by name) and ``max_frames`` keeps the first N.
 - ``fps`` is never assumed (the reference hard-codes 25): it comes from the caller or from ``meta.json``, which
   :func:`write_tracked` adds beside the official files (the official pickles carry no frame rate).
