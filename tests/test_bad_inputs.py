@@ -46,9 +46,24 @@ class _Marker:
 # helpers for prompts on the real server
 
 
+def _with_defaults(server, prompt: dict) -> dict:
+    """Required widget inputs the prompt leaves out get the server's defaults (nodes gain inputs over time)."""
+    for node in prompt.values():
+        spec = server.get(f"/object_info/{node['class_type']}")[node["class_type"]]["input"].get("required", {})
+        for name, (kind, *options) in spec.items():
+            extra = options[0] if options else {}
+            if name in node["inputs"] or not isinstance(extra, dict):
+                continue
+            if "default" in extra:
+                node["inputs"][name] = extra["default"]
+            elif kind == "COMBO" and extra.get("options"):
+                node["inputs"][name] = extra["options"][0]
+    return prompt
+
+
 def _outcome(server, prompt: dict, timeout: float = 300) -> tuple[str, str]:
     """('success', '') or ('error', 'node_type: exception message') of a prompt that passed validation."""
-    result = server.run(prompt, timeout=timeout)
+    result = server.run(_with_defaults(server, prompt), timeout=timeout)
     last = result["messages"][-1]
     if last["type"] == "execution_success":
         return "success", ""
@@ -249,7 +264,7 @@ def test_half_precision_checkpoint_loads_as_float32(comfy_server, diff2lip_fixtu
     state = torch.load(diff2lip_fixtures / "tiny_unet.pt", weights_only=True)
     torch.save({"state_dict": {f"module.{k}": v.half() for k, v in state.items()}},
                comfy_server.models / "diff2lip" / "half_unet.pt")
-    result = comfy_server.run(_loader("half_unet.pt"), timeout=300)
+    result = comfy_server.run(_with_defaults(comfy_server, _loader("half_unet.pt")), timeout=300)
     assert result["messages"][-1]["type"] == "execution_success", result["messages"][-1]
     text = result["history"]["outputs"]["2"]["text"][0]
     assert "2,432,742 parameters" in text and "torch.float32" in text
@@ -346,7 +361,7 @@ def test_fps_on_a_link_must_be_a_frame_rate(comfy_server, fps):
 @pytest.mark.server
 def test_one_frame_clip_is_synced_not_blamed_on_the_audio(comfy_server):
     _wav(comfy_server.input / "sync.wav")
-    result = comfy_server.run(_lipsync(25.0, frames=1), timeout=300)
+    result = comfy_server.run(_with_defaults(comfy_server, _lipsync(25.0, frames=1)), timeout=300)
     assert result["messages"][-1]["type"] == "execution_success", result["messages"][-1]
     report = json.loads(result["history"]["outputs"]["4"]["text"][0])
     # 1/25 s of audio is 4 mel frames, a window needs 16: before the padding this was "audio too short"
