@@ -7,6 +7,8 @@ import cv2
 import numpy as np
 import torch
 
+from ..frames import to_float
+
 Upscale = Callable[[np.ndarray], np.ndarray]
 
 
@@ -43,8 +45,7 @@ def crop_faces(frames: Sequence[np.ndarray], boxes: np.ndarray, size: int) -> np
 
 def crops_to_model(crops: np.ndarray) -> torch.Tensor:
     """[N,S,S,3] uint8 (0..255) or float (0..1) crops -> NCHW float32 in [-1, 1]."""
-    scaled = crops.astype(np.float32) / 255.0 if crops.dtype == np.uint8 else crops.astype(np.float32)
-    return (torch.from_numpy(scaled).permute(0, 3, 1, 2) * 2 - 1).clamp(-1, 1)
+    return (torch.from_numpy(to_float(crops)).permute(0, 3, 1, 2) * 2 - 1).clamp(-1, 1)
 
 
 def model_to_crops(images: torch.Tensor, dtype: np.dtype) -> np.ndarray:

@@ -8,18 +8,14 @@ import numpy as np
 import torch
 
 from ..face_detection import pick_face
+from ..frames import to_uint8_half_up as _as_uint8
 from .audio import mel_windows, melspectrogram
 from .crops import Upscale, crop_faces, crops_to_model, model_to_crops, paste_face, smooth_boxes
-from .diffusion import composite_lower_half, ddim_sample, seeded_noise, start_alpha_bar
+from .diffusion import composite_lower_half, ddim_sample, seeded_noise
+from .flow_start import flow_guided_start
 
 Detection = Sequence[float]  # (x1, y1, x2, y2, score)
 Detector = Callable[[np.ndarray], Sequence[Detection]]
-
-
-def _as_uint8(frame: np.ndarray) -> np.ndarray:
-    if frame.dtype == np.uint8:
-        return frame
-    return (np.clip(frame, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
 def _inside_frame(face: Detection | None, height: int, width: int) -> bool:
@@ -94,21 +90,6 @@ def paste_generated(output: np.ndarray, mask: np.ndarray, indices: Sequence[int]
     for i, face, box in zip(indices, faces, boxes):
         y1, y2, x1, x2 = paste_face(output[i], face, box, upscale=upscale, lower_half=lower_half)
         mask[i, y1:y2, x1:x2] = 1.0
-
-
-def flow_guided_start(model, previous_generated: np.ndarray, previous_input: np.ndarray, current_input: np.ndarray,
-                      steps: int, skip_steps: int, seed: int) -> torch.Tensor:
-    """x to start DDIM from after ``skip_steps`` steps: the previous frame's generated crop warped by the optical flow
-    between the previous and current input crops, noised to that step's level (SDEdit); seed noise where the flow
-    is unreliable.  All crops [S,S,3] in the frames' dtype."""
-    from ..diff2lip_enhance.temporal import flow_warped_initial_guess, mix_initial_noise
-
-    unit = [c.astype(np.float32) / 255.0 if c.dtype == np.uint8 else c.astype(np.float32)
-            for c in (previous_generated, previous_input, current_input)]
-    guess, valid = flow_warped_initial_guess(*unit)
-    guess = torch.from_numpy(guess * 2 - 1).permute(2, 0, 1)[None]
-    valid = torch.from_numpy(valid.astype(np.float32))[None, None]
-    return mix_initial_noise(guess, seeded_noise(seed, model.image_size), start_alpha_bar(steps, skip_steps), valid)
 
 
 def lipsync(frames: np.ndarray, wav_16k: np.ndarray, fps: float, model, detect: Detector, steps: int = 25,
