@@ -2,7 +2,7 @@
 
 The cloud imitates GAGAvatar's layout (5,023 points on a head-sized ellipsoid plus two 296² lifted planes) with
 scales and opacities chosen so the projected radii match the formula-weight render fixture (mean ≈ 33 px,
-5th–95th percentile ≈ 22–47 px, ~4.1 M Gaussian–tile rectangle pairs; gagavatar.md §9.8, §10).
+5th–95th percentile ≈ 22–47 px, ~4.1 M Gaussian–tile rectangle pairs).
 
     .venv/bin/python benchmarks/gaussian_rasterizer.py [--repeat 2] [--threads 2] [--backend torch|gsplat]
 

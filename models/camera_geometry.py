@@ -1,10 +1,9 @@
-"""GAGAvatar camera geometry: source plane points, direction encoding and 3DGS camera matrices (gagavatar.md §2.2,
-§2.6, §3.2).
+"""GAGAvatar camera geometry: source plane points, direction encoding and 3DGS camera matrices.
 
 It lives under models/ because the network itself needs ``plane_points`` and ``harmonic_embedding`` to encode a
 source; the pipelines (animation, tracker, gaze) import it from here, so there is one camera and one focal length.
 
-Camera convention (trap 6): ``transform_matrix`` [3,4] is a PyTorch3D ``[R|T]`` acting on row vectors,
+Camera convention: ``transform_matrix`` [3,4] is a PyTorch3D ``[R|T]`` acting on row vectors,
 ``X_cam = X_world @ R + T`` with +X left, +Y up, +Z forward; focal 12 in NDC units (``tanfov = 1/12``, principal point
 at the exact centre).  All functions accept numpy arrays or torch tensors (any leading batch dims) and return the same
 kind.  The maths runs in the input's floating dtype (float32 for other input), in the reference's order of
@@ -38,10 +37,10 @@ def _check_transform(transform: torch.Tensor, name: str = "transform") -> None:
 
 
 def plane_points(size: int, transform, focal: float = FOCAL_LENGTH):
-    """Points of the source camera's ``size``×``size`` ray grid on the plane through the world origin (§2.6).
+    """Points of the source camera's ``size``×``size`` ray grid on the plane through the world origin.
 
     Returns (points [..., size*size, 3], direction [..., 3]); row-major pixel order, column 0 = the image's left edge
-    (x = +1), row 0 = top (y = +1), endpoints included (trap 9).  ``direction`` is the view axis in world space.
+    (x = +1), row 0 = top (y = +1), endpoints included.  ``direction`` is the view axis in world space.
     """
     if int(size) < 2:
         raise ValueError(f"plane size must be at least 2, got {size}")

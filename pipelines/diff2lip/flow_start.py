@@ -23,7 +23,8 @@ def flow_warped_initial_guess(previous_generated_crop, previous_input_crop, curr
     ``x_t0 = sqrt(ᾱ_t0)·guess + sqrt(1 − ᾱ_t0)·noise`` (SDEdit), using the seed-7 noise and plain noise where
     ``valid`` is False; then run DDIM from t0 instead of from 960. Starting at 960 is pointless: the linear schedule
     has ᾱ_960 ≈ 1e-4, so the guess would carry 1 % of x_T. Only the masked lower half is sampled, and the cond_img
-    noise must stay the unchanged seed-7 tensor (diff2lip trap 9: the model saw exactly that noise in training).
+    noise must stay the unchanged seed-7 tensor (the model saw exactly that noise, the same tensor as x_T,
+    in training; other noise is a distribution shift).
     A later t0 gives more temporal coherence and less freedom for the new mouth shape.
     """
     previous_generated = np.asarray(previous_generated_crop, dtype=np.float32)

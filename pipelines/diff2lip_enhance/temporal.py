@@ -1,10 +1,10 @@
 """Stage 6: flow-guided temporal consistency of the generated region.
 
 Diff2Lip samples every frame independently (no temporal layer), so the mouth flickers. A plain EMA with the previous
-output (the seed plan's ``TemporalSmoother``) mixes in the previous frame at the previous position and smears moving
-edges (ghosting). Here the previous OUTPUT is first warped into the current frame with dense optical flow (OpenCV DIS
-or Farneback), pixels that fail a forward-backward consistency check (occlusions, flow errors) are not blended, and
-only the masked region is touched.
+output (the usual ``TemporalSmoother`` of lip-sync add-ons) mixes in the previous frame at the previous position and
+smears moving edges (ghosting). Here the previous OUTPUT is first warped into the current frame with dense optical
+flow (OpenCV DIS or Farneback), pixels that fail a forward-backward consistency check (occlusions, flow errors) are
+not blended, and only the masked region is touched.
 """
 from __future__ import annotations
 

@@ -1,15 +1,15 @@
 """GAGAvatar animation: encode a source once, then per driver frame FLAME -> Gaussians -> 32-channel splat -> refiner.
 
-Per frame (gagavatar.md §1, §7): ``t_points = FLAME(source shape, driver expression, driver posecode, driver eyecode)``
-× 5 (the FLAME layer's scale) replaces the xyz of the 5,023 expression Gaussians (trap 8); the whole set is splatted
+Per frame: ``t_points = FLAME(source shape, driver expression, driver posecode, driver eyecode)``
+× 5 (the FLAME layer's scale) replaces the xyz of the 5,023 expression Gaussians; the whole set is splatted
 with the DRIVER camera (``transform_matrix``, focal 12, zero 32-channel background, the refiner's size = 512²) and
 the StyleUNet turns the splat into RGB, clamped to [0,1].
 
-FLAME pose convention (trap 7): tracked ``posecode = [0,0,0, jaw]`` — the global rotation is always 0 and the head
+FLAME pose convention: tracked ``posecode = [0,0,0, jaw]`` — the global rotation is always 0 and the head
 pose lives in the camera, so the lifted Gaussians stay where the SOURCE camera put them and the driver camera alone
 moves the view.  The posecode is passed to FLAME unchanged, like the reference.
 
-Unlike the reference (trap 16), the source encoding is cached by CONTENT (image bytes + transform + model), so a
+Unlike the reference, the source encoding is cached by CONTENT (image bytes + transform + model), so a
 new source image never reuses a stale encoding and the same one is never encoded twice.
 
 ``splat_frames`` + ``refine_splats`` split ``animate`` in two (ComfyUI: an "animate" node emitting the splats as a
@@ -48,7 +48,7 @@ def prepare_source_image(image, size: int = 518) -> torch.Tensor:
     """Source crop -> [1,3,size,size] float32 in 0..1 on the CPU.
 
     ``image``: numpy or torch, [H,W,3] / [1,H,W,3] (IMAGE layout) or [3,H,W] / [1,3,H,W]; float in 0..1 or uint8.
-    Non-``size`` crops (the tracker's 512) are resized with antialiased bilinear, as the reference does (trap 11).
+    Non-``size`` crops (the tracker's 512) are resized with antialiased bilinear, as the reference does.
     """
     tensor = torch.as_tensor(np.asarray(image)) if not isinstance(image, torch.Tensor) else image.detach().cpu()
     if tensor.ndim == 4 and tensor.shape[0] == 1:
@@ -191,7 +191,7 @@ def refine_splats(model, splats, batch_size: int = 1, progress: Progress = None,
     """Refiner over splats [T,32,S,S] -> frames float32 [T,S,S,3] in 0..1 (clamped, like the reference output).
 
     ``randomize_noise=False`` (default) uses the checkpoint's noise buffers: deterministic, no temporal shimmer;
-    True draws fresh noise per frame like the reference (trap 12).
+    True draws fresh noise per frame like the reference.
     """
     batch_size = _check_batch_size(batch_size)
     splats = torch.as_tensor(splats)

@@ -1,6 +1,6 @@
 """Gaze correction (FLAME eye pose) and eye-region sharpening of rendered frames.
 
-Geometry (gagavatar.md §3.2, §5, traps 6-8):
+Geometry:
 
 - World space is FLAME × scale (5): the space of GAGAvatar's ``t_points`` and of the driver camera.
 - ``transform_matrix`` is PyTorch3D [R|T] with row vectors, X_cam = X_world R + T, so the camera centre is

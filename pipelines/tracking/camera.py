@@ -1,4 +1,4 @@
-"""Camera maths of the GAGAvatar tracker (gagavatar.md §6.2-§6.3, trap 6), written for torch tensors.
+"""Camera maths of the GAGAvatar tracker, written for torch tensors.
 
 Conventions:
 
