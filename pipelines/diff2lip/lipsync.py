@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -92,6 +92,42 @@ def paste_generated(output: np.ndarray, mask: np.ndarray, indices: Sequence[int]
         mask[i, y1:y2, x1:x2] = 1.0
 
 
+def progress_estimate(num_frames: int, batch_size: int, steps: int) -> int:
+    """Progress ticks of a lip sync before its faces are known: one per frame for detection, then ``steps`` per batch
+    as if every frame had a face (:func:`sample_in_batches` corrects the total once they are known)."""
+    return num_frames + -(-num_frames // batch_size) * steps
+
+
+def sample_in_batches(model, frame_indices: Sequence[int], crops_for: Callable[[list[int]], np.ndarray],
+                      mels: np.ndarray, steps: int, seed: int = 7, batch_size: int = 8,
+                      progress: Callable[[int, int], None] | None = None, ticks_before: int = 0,
+                      flow_skip: int = 0) -> Iterator[tuple[list[int], np.ndarray, np.ndarray]]:
+    """Generate the faces of ``frame_indices`` batch by batch: yields ``(batch, input crops, generated crops)``.
+
+    The one sampling loop of the lip sync and of the split *Sample Faces* step.  ``crops_for(batch)`` makes the input
+    crops of a batch of frame indices when it is needed, so only one batch is held; ``mels`` [N,80,16] are indexed
+    by frame.  ``progress`` ticks ``steps`` per batch after ``ticks_before`` (e.g. detection), out of
+    ``ticks_before + batches × steps``, and is closed at the end.  ``flow_skip`` > 0 (use batch_size 1): a frame
+    right after the previous generated one starts from :func:`flow_guided_start` after that many steps.
+    """
+    batches = [list(frame_indices[i:i + batch_size]) for i in range(0, len(frame_indices), batch_size)]
+    total = ticks_before + len(batches) * steps
+    previous = None  # (frame index, input crop, generated crop) of the last frame, for flow_skip
+    for b, batch in enumerate(batches):
+        crops = crops_for(batch)
+        step_progress = None if progress is None else \
+            (lambda done, _t, base=ticks_before + b * steps: progress(base + done, total))
+        if flow_skip and previous is not None and previous[0] == batch[0] - 1:
+            x_init = flow_guided_start(model, previous[2], previous[1], crops[0], steps, flow_skip, seed)
+            generated = generate_faces(model, crops, mels[batch], steps, seed, step_progress, x_init, flow_skip)
+        else:
+            generated = generate_faces(model, crops, mels[batch], steps, seed, step_progress)
+        previous = (batch[-1], crops[-1], generated[-1])
+        yield batch, crops, generated
+    if progress is not None:
+        progress(total, total)  # close the bar (detection-time estimate; flow-started frames take fewer steps)
+
+
 def lipsync(frames: np.ndarray, wav_16k: np.ndarray, fps: float, model, detect: Detector, steps: int = 25,
             seed: int = 7, batch_size: int = 8, pads: Sequence[int] = (0, 0, 0, 0), pick: str | int = "largest",
             progress: Callable[[int, int], None] | None = None, upscale: Upscale | None = None,
@@ -137,35 +173,27 @@ def lipsync(frames: np.ndarray, wav_16k: np.ndarray, fps: float, model, detect: 
     mels = mel_windows(melspectrogram(wav_16k), fps=fps, num_frames=n)
 
     # Detection ticks first, against an estimate that assumes a face in every frame; corrected once faces are known.
-    estimate = n + -(-n // batch_size) * steps
+    estimate = progress_estimate(n, batch_size, steps)
     detect_progress = None if progress is None else (lambda done, _total: progress(done, estimate))
     boxes = locate_faces(frames, detect, pick, pads, smooth_window, detect_progress)
     to_generate = [i for i in sorted(boxes) if active[i]]
-    batches = [to_generate[i:i + batch_size] for i in range(0, len(to_generate), batch_size)]
-    total = n + len(batches) * steps
 
     # the release crops, generates and pastes in uint8
     source = to_uint8_half_up(frames) if paste_whole_box else frames
     output = source.copy()
     mask = np.zeros((n, height, width), dtype=np.float32)
-    previous = None  # (frame index, input crop, generated crop) of the last frame, for flow_start
-    for b, batch in enumerate(batches):
-        batch_boxes = np.stack([boxes[i] for i in batch])
-        crops = crop_faces([source[i] for i in batch], batch_boxes, model.image_size)
-        step_progress = None if progress is None else (lambda done, _t, base=n + b * steps: progress(base + done, total))
-        if skip and previous is not None and previous[0] == batch[0] - 1:
-            x_init = flow_guided_start(model, previous[2], previous[1], crops[0], steps, skip, seed)
-            faces_out = generate_faces(model, crops, mels[batch], steps, seed, step_progress, x_init, skip)
-        else:
-            faces_out = generate_faces(model, crops, mels[batch], steps, seed, step_progress)
-        previous = (batch[-1], crops[-1], faces_out[-1])
-        paste_generated(output, mask, batch, faces_out, batch_boxes, upscale, lower_half=not paste_whole_box)
+
+    def crops_for(batch):
+        return crop_faces([source[i] for i in batch], np.stack([boxes[i] for i in batch]), model.image_size)
+
+    for batch, _, faces_out in sample_in_batches(model, to_generate, crops_for, mels, steps, seed, batch_size,
+                                                 progress, ticks_before=n, flow_skip=skip):
+        paste_generated(output, mask, batch, faces_out, np.stack([boxes[i] for i in batch]), upscale,
+                        lower_half=not paste_whole_box)
     if source is not frames:  # back to the input's float frames: outside the written boxes they stay bit-identical
         written = mask > 0
         output, output_8bit = frames.copy(), output
         output[written] = output_8bit[written].astype(frames.dtype) / 255.0
-    if progress is not None:
-        progress(total, total)  # close the bar (detection-time estimate; flow_start frames take fewer steps)
     passed = [i for i in range(n) if i not in boxes]
     report = {"frames": n, "faces_found": len(boxes), "generated": len(to_generate), "passed_through": len(passed),
               "passed_through_frames": passed, "seconds": time.perf_counter() - started}
