@@ -25,7 +25,10 @@ def to_uint8_half_up(frames) -> np.ndarray:
     array = np.asarray(frames)
     if array.dtype == np.uint8:
         return array
-    return (np.clip(array, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    scaled = np.clip(array, 0.0, 1.0)  # one float temporary, scaled in place
+    scaled *= 255.0
+    scaled += 0.5
+    return scaled.astype(np.uint8)
 
 
 def to_float(frames) -> np.ndarray:

@@ -92,6 +92,24 @@ def paste_generated(output: np.ndarray, mask: np.ndarray, indices: Sequence[int]
         mask[i, y1:y2, x1:x2] = 1.0
 
 
+def _crops_8bit(frames: Sequence[np.ndarray], boxes: np.ndarray, size: int) -> np.ndarray:
+    """The release's crops, resized in uint8; only each box is rounded to 8 bits (no 8-bit copy of whole frames)."""
+    return np.stack([crop_faces([to_uint8_half_up(frame[y1:y2, x1:x2])], np.array([[0, y2 - y1, 0, x2 - x1]]),
+                                size)[0] for frame, (y1, y2, x1, x2) in zip(frames, boxes)])
+
+
+def paste_whole_boxes_8bit(output: np.ndarray, mask: np.ndarray, indices: Sequence[int], faces: np.ndarray, boxes,
+                           upscale: Upscale | None = None) -> None:
+    """The release's paste: uint8 ``faces`` resized into the whole box of the frame rounded to 8 bits; the box is then
+    written back into ``output`` (in place, in its dtype) and marked in ``mask``.  Outside the boxes nothing changes."""
+    for i, face, (y1, y2, x1, x2) in zip(indices, faces, boxes):
+        # only the box is written, so only the box is rounded
+        box_8bit = to_uint8_half_up(output[i, y1:y2, x1:x2]).copy()
+        paste_face(box_8bit, face, (0, y2 - y1, 0, x2 - x1), upscale=upscale)
+        output[i, y1:y2, x1:x2] = box_8bit if output.dtype == np.uint8 else box_8bit.astype(output.dtype) / 255.0
+        mask[i, y1:y2, x1:x2] = 1.0
+
+
 def progress_estimate(num_frames: int, batch_size: int, steps: int) -> int:
     """Progress ticks of a lip sync before its faces are known: one per frame for detection, then ``steps`` per batch
     as if every frame had a face (:func:`sample_in_batches` corrects the total once they are known)."""
@@ -178,22 +196,20 @@ def lipsync(frames: np.ndarray, wav_16k: np.ndarray, fps: float, model, detect: 
     boxes = locate_faces(frames, detect, pick, pads, smooth_window, detect_progress)
     to_generate = [i for i in sorted(boxes) if active[i]]
 
-    # the release crops, generates and pastes in uint8
-    source = to_uint8_half_up(frames) if paste_whole_box else frames
-    output = source.copy()
+    output = frames.copy()
     mask = np.zeros((n, height, width), dtype=np.float32)
+    crop = _crops_8bit if paste_whole_box else crop_faces  # the release crops, generates and pastes in uint8
 
     def crops_for(batch):
-        return crop_faces([source[i] for i in batch], np.stack([boxes[i] for i in batch]), model.image_size)
+        return crop([frames[i] for i in batch], np.stack([boxes[i] for i in batch]), model.image_size)
 
     for batch, _, faces_out in sample_in_batches(model, to_generate, crops_for, mels, steps, seed, batch_size,
                                                  progress, ticks_before=n, flow_skip=skip):
-        paste_generated(output, mask, batch, faces_out, np.stack([boxes[i] for i in batch]), upscale,
-                        lower_half=not paste_whole_box)
-    if source is not frames:  # back to the input's float frames: outside the written boxes they stay bit-identical
-        written = mask > 0
-        output, output_8bit = frames.copy(), output
-        output[written] = output_8bit[written].astype(frames.dtype) / 255.0
+        batch_boxes = np.stack([boxes[i] for i in batch])
+        if paste_whole_box:
+            paste_whole_boxes_8bit(output, mask, batch, faces_out, batch_boxes, upscale)
+        else:
+            paste_generated(output, mask, batch, faces_out, batch_boxes, upscale)
     passed = [i for i in range(n) if i not in boxes]
     report = {"frames": n, "faces_found": len(boxes), "generated": len(to_generate), "passed_through": len(passed),
               "passed_through_frames": passed, "seconds": time.perf_counter() - started}
