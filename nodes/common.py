@@ -15,6 +15,7 @@ import comfy.model_management as mm
 import comfy.utils
 
 from ..models.speed import PRECISIONS as _PRECISIONS, resolve_precision
+from ..pipelines.frames import to_float
 
 log = logging.getLogger("talkinghead")
 PRECISIONS = list(_PRECISIONS)
@@ -67,10 +68,7 @@ def mask_to_numpy(mask: torch.Tensor) -> np.ndarray:
 
 
 def numpy_to_image(arr: np.ndarray) -> torch.Tensor:
-    arr = np.asarray(arr)
-    if arr.dtype == np.uint8:
-        arr = arr.astype(np.float32) / 255.0
-    return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+    return torch.from_numpy(np.ascontiguousarray(to_float(arr)))
 
 
 def _module_patcher_class():
