@@ -539,17 +539,14 @@ prange = range  # numba.prange once numba is imported (the kernel reads it as a 
 
 
 def _numba_kernel():
-    """Compile the per-pixel compositor once per process (numba caches it on disk when the folder is writable)."""
+    """Compile the per-pixel compositor once per process (a few seconds).  No on-disk cache: numba's cache records
+    the module by import name, and the pack is imported under different names (ComfyUI's folder name, tests)."""
     global _NUMBA_KERNEL, prange
     if _NUMBA_KERNEL is None:
         import numba
 
         prange = numba.prange
-
-        try:
-            _NUMBA_KERNEL = numba.njit(parallel=True, cache=True)(_composite_pixels)
-        except Exception:  # e.g. no writable cache location: compile per process instead
-            _NUMBA_KERNEL = numba.njit(parallel=True)(_composite_pixels)
+        _NUMBA_KERNEL = numba.njit(parallel=True)(_composite_pixels)
     return _NUMBA_KERNEL
 
 
