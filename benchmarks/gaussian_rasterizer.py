@@ -6,13 +6,16 @@ scales and opacities chosen so the projected radii match the formula-weight rend
 
     .venv/bin/python benchmarks/gaussian_rasterizer.py [--repeat 2] [--threads 2] [--backend torch|gsplat]
 
-Without --backend it times the torch path, and on CUDA also the gsplat path when gsplat imports.  On a CPU shared
+Without --backend it times the torch path (on CPU both its compositors, interleaved: the numba per-pixel loop, the
+default, and the tensor compositor), and on CUDA also the gsplat path when gsplat imports.  The first numba run
+includes its compilation (a few seconds): use --repeat 2 or more and read the "best" lines.  On a CPU shared
 with other busy processes, torch's OpenMP threads wait on each other at every operation and 2 threads can be many
 times slower than 1 (compare --threads 1).
 """
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -98,25 +101,36 @@ def main():
         f"the tile rectangles, {lists.gaussians.numel()} after the alpha >= 1/255 tile test"
     )
 
-    backends = [args.backend] if args.backend else ["torch"]
+    # (backend, use_numba): on CPU the torch backend composites with numba by default; both are timed, interleaved.
+    variants = [(args.backend, True)] if args.backend else [("torch", True)]
+    if args.device == "cpu" and (args.backend in (None, "torch")):
+        variants = [("torch", True), ("torch", False)]
     if args.backend is None and args.device.startswith("cuda") and raster._gsplat_importable():
-        backends.append("gsplat")
-    for backend in backends:
-        for run in range(args.repeat):
+        variants.append(("gsplat", True))
+    best, images = {}, {}
+    for run in range(args.repeat):
+        for backend, use_numba in variants:
             if args.device.startswith("cuda"):
                 torch.cuda.synchronize()
             start = time.perf_counter()
             image, alpha, _ = raster.rasterize(
                 means, scales, rotations, opacities, features, view, proj, tanfov, tanfov, args.size, args.size,
                 background, backend=backend, tiles_per_batch=args.tiles_per_batch, chunk_size=args.chunk_size,
+                use_numba=use_numba,
             )
             if args.device.startswith("cuda"):
                 torch.cuda.synchronize()
             seconds = time.perf_counter() - start
+            name = f"{backend}{'+numba' if use_numba and backend == 'torch' and args.device == 'cpu' else ''}"
+            best[name] = min(best.get(name, math.inf), seconds)
+            images[name] = image
             print(
-                f"run {run}: {seconds:.2f} s  backend={backend} device={args.device} threads={args.threads} "
+                f"run {run}: {seconds:.3f} s  {name} device={args.device} threads={args.threads} "
                 f"{args.size}x{args.size}x{args.channels}  mean alpha {alpha.mean():.4f}"
             )
+    first = next(iter(images))
+    for name, image in images.items():
+        print(f"best {name}: {best[name]:.3f} s; max |difference| to {first}: {(image - images[first]).abs().max():.2e}")
 
 
 if __name__ == "__main__":
