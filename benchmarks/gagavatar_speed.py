@@ -4,8 +4,11 @@ default vs each precision mode, in ONE interleaved run.
 Random weights in the released layout (see benchmarks/gagavatar_frame.py), synthetic FLAME with the real sizes.
 Paths, all on the same source and driver frames:
 
-- ``fp32``: as shipped before: fp32 eager, NCHW, one frame per call (the bundled workflows' batch size);
-- ``default``: what the loader now sets up for the device: channels_last weights, fp32 (exact up to float rounding);
+- ``fp32``: as shipped before: fp32 eager, NCHW, one frame per call (the bundled workflows' batch size), the
+  rasteriser's tensor compositor;
+- ``default``: the same with the numba per-pixel compositor that the CPU rasteriser now uses (exact up to float
+  rounding);
+- ``channels_last``: the default with channels_last weights (an experiment; the loader does not set it);
 - ``bf16`` / ``fp16``: the default plus autocast in that precision (skipped where the device lacks it).
 
 ``*_maxdiff``/``*_meandiff`` compare the refined frames (0..1) with the fp32 path; ``*_pixel_maxdiff`` /
@@ -16,6 +19,7 @@ Paths, all on the same source and driver frames:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -38,6 +42,7 @@ def main() -> None:
     args = parser.parse_args()
     _import_pack()
     import gagavatar_synth as synth
+    from talkinghead.models import gaussian_rasterizer as gr
     from talkinghead.models import speed
     from talkinghead.models.flame import load_flame
     from talkinghead.pipelines import gagavatar as gg
@@ -51,19 +56,26 @@ def main() -> None:
     avatar = gg.encode_source_cached(model, source, driver.transform_matrix[0])
     shape = driver.shapecode[0]
 
-    paths = {"fp32": dict(channels_last=False, autocast=None), "default": dict(channels_last=True, autocast=None)}
+    paths = {"fp32": dict(channels_last=False, autocast=None, numba=False),
+             "default": dict(channels_last=False, autocast=None, numba=True),
+             "channels_last": dict(channels_last=True, autocast=None, numba=True)}
     for name, dtype in (("bf16", torch.bfloat16), ("fp16", torch.float16)):
         if speed.half_supported(dtype, device):
-            paths[name] = dict(channels_last=True, autocast=dtype)
+            paths[name] = dict(channels_last=False, autocast=dtype, numba=True)
+    rasterize = gr.rasterize
 
     def frames_for(setting) -> tuple[float, np.ndarray]:
         model.to(memory_format=torch.channels_last if setting["channels_last"] else torch.contiguous_format)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        frames = gg.animate(model, flame, avatar, shape, driver, batch_size=1, autocast_dtype=setting["autocast"])
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        gr.rasterize = functools.partial(rasterize, use_numba=setting["numba"])  # read by render_splat per call
+        try:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            frames = gg.animate(model, flame, avatar, shape, driver, batch_size=1, autocast_dtype=setting["autocast"])
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+        finally:
+            gr.rasterize = rasterize
         return (time.perf_counter() - start) / args.frames, np.asarray(frames)
 
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
