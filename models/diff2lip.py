@@ -281,11 +281,9 @@ class Diff2LipUNet(nn.Module):
         self.channels_last = bool(channels_last)
         self.autocast_dtype = autocast_dtype
         self.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-        compiled = None
-        if compile:
-            from .speed import compile_module
-            compiled = compile_module(_Body(self))
-        object.__setattr__(self, "_compiled_body", compiled)  # not a submodule: no cycle, not in the state dict
+        # Compiled lazily at the first forward (importing the compiler alone takes seconds); stored outside
+        # nn.Module's registry: not a submodule, so no cycle and nothing in the state dict.
+        object.__setattr__(self, "_compiled_body", _LAZY_COMPILE if compile else None)
         return self
 
     def set_attention(self, backend: str) -> None:
@@ -335,6 +333,9 @@ class Diff2LipUNet(nn.Module):
             if self._compiled_body is None:
                 out = self._body(*args)
             else:
+                if self._compiled_body is _LAZY_COMPILE:
+                    from .speed import compile_module
+                    object.__setattr__(self, "_compiled_body", compile_module(_Body(self)))
                 out = compiled_call(self._compiled_body, self._body, args, self._disable_compile)
         return out.to(x.dtype).contiguous()
 
@@ -354,6 +355,9 @@ class Diff2LipUNet(nn.Module):
         for block in self.output_blocks:
             h = block(torch.cat([h, skips.pop()], dim=1), emb)  # current features first, skip second
         return self.out(h.to(x.dtype))
+
+
+_LAZY_COMPILE = object()  # marks "compile at the first forward"
 
 
 class _Body(nn.Module):
