@@ -606,6 +606,8 @@ def test_runner_usage_errors_are_one_line_with_status_2(tmp_path, capsys):
     assert f"node {node_id} (Diff2LipLipSync) has no input 'sed'" in err and "seed" in err and "fps" in err
     assert _runner(workflow, "--set", "NoSuchNode.seed=3", "--models-dir", tmp_path) == 2
     assert "matches 0 nodes" in _one_line_error(capsys)
+    assert _runner(workflow, "--input", tmp_path / "absent.wav", "--models-dir", tmp_path) == 2
+    assert "absent.wav: not a file" in _one_line_error(capsys)
 
 
 def test_runner_reports_unreachable_and_foreign_servers(tmp_path, capsys, weights_server):
