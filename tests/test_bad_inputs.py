@@ -156,6 +156,9 @@ def test_tracked_driver_is_read_only_inside_the_input_folder(comfy_server, tmp_p
     state, message = _outcome(comfy_server, _driver_prompt("sneaky_driver", fps=25.0))
     assert state == "error" and "smoothed.pkl in that folder points outside" in message
     assert _outcome(comfy_server, _driver_prompt("inside_driver", fps=25.0)) == ("success", "")
+    # a folder configured as 'gagavatar_tracked' in extra_model_paths.yaml (see conftest) is allowed too
+    synth.write_synthetic_driver(comfy_server.base / "tracked_extra" / "configured_driver", num_frames=2)
+    assert _outcome(comfy_server, _driver_prompt("configured_driver", fps=25.0)) == ("success", "")
 
 
 @pytest.mark.server
