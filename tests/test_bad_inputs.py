@@ -198,6 +198,15 @@ def test_crafted_driver_pickles_never_run_code_or_expand(comfy_server, tmp_path)
     assert state == "error" and "expands to more than" in message
     assert time.monotonic() - started < 30
 
+    nan_driver = comfy_server.input / "nan_driver"
+    truth = synth.write_synthetic_driver(nan_driver, num_frames=3)
+    records = {key: {name: truth[name][i] for name in ("expcode", "posecode", "eyecode", "transform_matrix")}
+               for i, key in enumerate(truth["keys"])}
+    records[truth["keys"][1]]["expcode"] = np.full(100, np.nan, np.float32)
+    (nan_driver / "smoothed.pkl").write_bytes(pickle.dumps(records, protocol=2))
+    state, message = _outcome(comfy_server, _driver_prompt("nan_driver", fps=25.0))
+    assert state == "error" and f"field 'expcode' holds NaN/inf in 1 frame(s), first '{truth['keys'][1]}'" in message
+
     deep = comfy_server.input / "deep_driver"
     deep.mkdir()
     (deep / "smoothed.pkl").write_bytes(b"\x80\x02" + b"]" * 200 + b"a" * 199 + b".")
