@@ -198,6 +198,12 @@ def test_crafted_driver_pickles_never_run_code_or_expand(comfy_server, tmp_path)
     assert state == "error" and "expands to more than" in message
     assert time.monotonic() - started < 30
 
+    listed = comfy_server.input / "list_driver"  # a pickle of the wrong structure
+    listed.mkdir()
+    (listed / "smoothed.pkl").write_bytes(pickle.dumps([np.zeros(100, np.float32)], protocol=2))
+    state, message = _outcome(comfy_server, _driver_prompt("list_driver", fps=25.0))
+    assert state == "error" and "expected a non-empty dict of per-frame records" in message
+
     nan_driver = comfy_server.input / "nan_driver"
     truth = synth.write_synthetic_driver(nan_driver, num_frames=3)
     records = {key: {name: truth[name][i] for name in ("expcode", "posecode", "eyecode", "transform_matrix")}
@@ -430,6 +436,10 @@ def test_flame_convert_command_writes_the_model_and_never_runs_code(tmp_path):
     bad = subprocess.run([*command, str(tmp_path / "evil_embedding.npy"), "--models-dir", str(models)],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 1 and "refusing to load" in bad.stderr and "Traceback" not in bad.stderr
+    (tmp_path / "not_flame.pkl").write_bytes(pickle.dumps({"v_template": np.zeros((3, 3))}, protocol=2))
+    wrong = subprocess.run([*command[:-1], str(tmp_path / "not_flame.pkl"), "--models-dir", str(models)],
+                           capture_output=True, text=True, timeout=300)
+    assert wrong.returncode == 1 and "is not a FLAME model file: missing ['f', 'shapedirs'" in wrong.stderr
     assert not marker.exists() and not (models / "flame" / "FLAME_with_eye.pt").exists()
 
     good = subprocess.run([*command, "--models-dir", str(models)], capture_output=True, text=True, timeout=300)
