@@ -48,6 +48,10 @@ EXPECTED_NODES = {
     "GAGAvatarTrackVideo": ({"tracker", "frames", "fps", "drop_high_fps", "steps"},
                             ["GAGAVATAR_DRIVER", "IMAGE", "FLOAT", "STRING"]),
     "GAGAvatarSaveTracked": ({"driver", "folder_name"}, ["STRING"]),
+    "Diff2LipSyncMetrics": ({"original", "output", "audio", "generated_mask", "fps", "syncnet", "composite_mask"},
+                            ["STRING", "IMAGE", "FLOAT"]),
+    "Diff2LipArtifactCheck": ({"frames", "mask", "replace", "blockiness_limit", "spike_mads"}, ["IMAGE", "STRING"]),
+    "GAGAvatarSelfReenactMetrics": ({"driver_frames", "rendered"}, ["STRING", "IMAGE"]),
 }
 
 
