@@ -24,7 +24,7 @@ EXPECTED_NODES = {
     "Diff2LipAudioCleanup": ({"audio", "denoise", "compress", "target_lufs", "offset_ms"}, ["AUDIO"]),
     "Diff2LipLipMaskComposite": ({"original", "generated", "generated_mask", "mode", "expansion", "feather",
                                   "adaptive_gain", "landmarks"}, ["IMAGE", "MASK"]),
-    "Diff2LipColorMatch": ({"original", "generated", "mask", "method"}, ["IMAGE"]),
+    "Diff2LipColorMatch": ({"original", "generated", "mask", "method", "white_balance"}, ["IMAGE"]),
     "Diff2LipTemporalSmooth": ({"frames", "mask", "strength", "method"}, ["IMAGE"]),
     "Diff2LipDenoiseRegion": ({"frames", "mask", "method", "strength"}, ["IMAGE"]),
     "Diff2LipSharpen": ({"frames", "mask", "strength", "sigma"}, ["IMAGE"]),
