@@ -10,7 +10,8 @@ import torch
 from ..face_detection import pick_face
 from .audio import mel_windows, melspectrogram
 from .crops import Upscale, crop_faces, crops_to_model, model_to_crops, paste_face, smooth_boxes
-from .diffusion import composite_lower_half, ddim_sample, seeded_noise, start_alpha_bar
+from .diffusion import composite_lower_half, composite_with_mask, ddim_sample, seeded_noise, start_alpha_bar
+from .sampling_mask import SAMPLING_MASKS, sampling_masks
 
 Detection = Sequence[float]  # (x1, y1, x2, y2, score)
 Detector = Callable[[np.ndarray], Sequence[Detection]]
@@ -73,19 +74,24 @@ def locate_faces(frames: np.ndarray, detect: Detector, pick: str | int = "larges
 
 def generate_faces(model, crops: np.ndarray, mels: np.ndarray, steps: int, seed: int = 7,
                    progress: Callable[[int, int], None] | None = None, x_init: torch.Tensor | None = None,
-                   skip_steps: int = 0) -> np.ndarray:
+                   skip_steps: int = 0, sample_mask: np.ndarray | None = None) -> np.ndarray:
     """Re-generate the lower half of face crops [B,S,S,3] (uint8 or float 0..1; S = the model's image size) for their
     mel windows [B,80,16]; returns crops of the same dtype.  Each crop is its own reference, and one seeded noise draw
     is x_T and the masked-half noise of every crop, as the reference does.  ``x_init``/``skip_steps``: start later in
-    the schedule from a given state (see :func:`ddim_sample`)."""
+    the schedule from a given state (see :func:`ddim_sample`).  ``sample_mask`` [B,1,S,S]: what to re-generate
+    instead of the lower half (see :mod:`.sampling_mask`)."""
     if crops.shape[1:3] != (model.image_size, model.image_size):
         raise ValueError(f"crops are {crops.shape[1]}x{crops.shape[2]} but the model works at {model.image_size}: "
                          f"crop the faces at {model.image_size}")
     target = crops_to_model(crops)
     sample = ddim_sample(model, target, target, torch.from_numpy(np.ascontiguousarray(mels)),
                          seeded_noise(seed, model.image_size), steps, progress=progress, x_init=x_init,
-                         skip_steps=skip_steps)
-    return model_to_crops(composite_lower_half(sample, target.to(sample.device)), crops.dtype)
+                         skip_steps=skip_steps, sample_mask=None if sample_mask is None else torch.from_numpy(sample_mask))
+    target = target.to(sample.device)
+    if sample_mask is None:
+        return model_to_crops(composite_lower_half(sample, target), crops.dtype)
+    return model_to_crops(composite_with_mask(sample, target, torch.from_numpy(sample_mask).to(sample.device)),
+                          crops.dtype)
 
 
 def paste_generated(output: np.ndarray, mask: np.ndarray, indices: Sequence[int], faces: np.ndarray, boxes,
@@ -115,7 +121,7 @@ def lipsync(frames: np.ndarray, wav_16k: np.ndarray, fps: float, model, detect: 
             seed: int = 7, batch_size: int = 8, pads: Sequence[int] = (0, 0, 0, 0), pick: str | int = "largest",
             progress: Callable[[int, int], None] | None = None, upscale: Upscale | None = None,
             smooth_window: int = 5, paste_whole_box: bool = False, active_frames: np.ndarray | None = None,
-            flow_start: float = 0.0):
+            flow_start: float = 0.0, sampling_mask: str = "lower_half"):
     """Re-generate the mouth region of every frame with a face so the lips follow ``wav_16k``.
 
     frames: [N,H,W,3] RGB, uint8 or float 0..1; wav_16k: mono 16 kHz; fps: frame rate of ``frames`` (mel windows are
@@ -132,7 +138,9 @@ def lipsync(frames: np.ndarray, wav_16k: np.ndarray, fps: float, model, detect: 
     detector) keeps the original mouth where it is False; those frames are still detected so that box smoothing of
     their neighbours is unchanged.  ``flow_start`` > 0 (not in the reference; seed phase 4.2) replaces that fraction
     of the DDIM steps by :func:`flow_guided_start` from the previous frame's result, for temporal coherence; frames
-    are then sampled one by one, in order.
+    are then sampled one by one, in order.  ``sampling_mask``: 'lower_half' (the release) or 'lip_region' (the
+    expanded FaceMesh lip region; not in the reference and untested with the real checkpoint, see
+    :mod:`.sampling_mask`).
 
     Returns (frames, mask, report): frames as the input's dtype/shape, mask float32 [N,H,W] = 1 where pixels were
     written, report = {frames, faces_found, generated, passed_through, passed_through_frames, seconds}
@@ -145,6 +153,8 @@ def lipsync(frames: np.ndarray, wav_16k: np.ndarray, fps: float, model, detect: 
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if not 0.0 <= flow_start < 1.0:
         raise ValueError(f"flow_start must be in [0, 1), got {flow_start}")
+    if sampling_mask not in SAMPLING_MASKS:
+        raise ValueError(f"sampling_mask must be one of {SAMPLING_MASKS}, got {sampling_mask!r}")
     skip = min(int(round(flow_start * steps)), steps - 1)
     batch_size = 1 if skip else batch_size  # each frame starts from the previous frame's result
     n, height, width = frames.shape[:3]
@@ -167,12 +177,13 @@ def lipsync(frames: np.ndarray, wav_16k: np.ndarray, fps: float, model, detect: 
     for b, batch in enumerate(batches):
         batch_boxes = np.stack([boxes[i] for i in batch])
         crops = crop_faces([frames[i] for i in batch], batch_boxes, model.image_size)
+        masks = sampling_masks(sampling_mask, crops)
         step_progress = None if progress is None else (lambda done, _t, base=n + b * steps: progress(base + done, total))
         if skip and previous is not None and previous[0] == batch[0] - 1:
             x_init = flow_guided_start(model, previous[2], previous[1], crops[0], steps, skip, seed)
-            faces_out = generate_faces(model, crops, mels[batch], steps, seed, step_progress, x_init, skip)
+            faces_out = generate_faces(model, crops, mels[batch], steps, seed, step_progress, x_init, skip, masks)
         else:
-            faces_out = generate_faces(model, crops, mels[batch], steps, seed, step_progress)
+            faces_out = generate_faces(model, crops, mels[batch], steps, seed, step_progress, sample_mask=masks)
         previous = (batch[-1], crops[-1], faces_out[-1])
         paste_generated(output, mask, batch, faces_out, batch_boxes, upscale, lower_half=not paste_whole_box)
     if progress is not None:

@@ -1,0 +1,46 @@
+"""Which part of each face crop Diff2Lip re-generates (seed §3.1).
+
+- ``lower_half`` (default, the release): rows from half the crop height down, what the model was trained with.
+- ``lip_region``: the FaceMesh outer lip contour of each crop, scaled by ``expansion`` about its centre and feathered,
+  kept inside the lower half (only the lower half is pasted back). The rest of the lower face stays the input, so
+  the jaw and cheeks cannot drift. UNTESTED with the real checkpoint: the released model never saw such masks in
+  training, so its quality there is unknown. A crop where FaceMesh finds no face falls back to the lower half.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+SAMPLING_MASKS = ("lower_half", "lip_region")
+LIP_REGION_EXPANSION = 1.6
+LIP_REGION_FEATHER = 0.15
+
+
+def lower_half(size: int) -> np.ndarray:
+    """[S,S] float32, 1 from row ``int(S*0.5)`` down (the release's mask)."""
+    mask = np.zeros((size, size), np.float32)
+    mask[int(size * 0.5):] = 1
+    return mask
+
+
+def lip_region_masks(crops: np.ndarray, expansion: float = LIP_REGION_EXPANSION,
+                     landmarker=None) -> np.ndarray:
+    """[B,S,S] float32 sampling masks of face crops [B,S,S,3] (uint8 or float 0..1), see module."""
+    from ..diff2lip_enhance.landmarks import facemesh_landmarks
+    from ..diff2lip_enhance.lip_mask import lip_polygon_masks
+
+    crops = np.asarray(crops)
+    unit = crops.astype(np.float32) / 255.0 if crops.dtype == np.uint8 else crops.astype(np.float32)
+    size = crops.shape[1]
+    points, found = (landmarker or facemesh_landmarks)(unit)
+    masks = lip_polygon_masks(points, size, size, expansion=expansion, feather=LIP_REGION_FEATHER)
+    half = lower_half(size)
+    masks = masks * half
+    masks[~found | (masks.max(axis=(1, 2)) == 0)] = half
+    return masks.astype(np.float32)
+
+
+def sampling_masks(kind: str, crops: np.ndarray) -> np.ndarray | None:
+    """[B,1,S,S] masks for :func:`pipelines.diff2lip.diffusion.ddim_sample`, or None for the release's lower half."""
+    if kind not in SAMPLING_MASKS:
+        raise ValueError(f"sampling_mask must be one of {SAMPLING_MASKS}, got {kind!r}")
+    return None if kind == "lower_half" else lip_region_masks(crops)[:, None]
