@@ -1,4 +1,4 @@
-"""Which part of each face crop Diff2Lip re-generates (seed §3.1).
+"""Which part of each face crop Diff2Lip re-generates.
 
 - ``lower_half`` (default, the release): rows from half the crop height down, what the model was trained with.
 - ``lip_region``: the FaceMesh outer lip contour of each crop, scaled by ``expansion`` about its centre and feathered,
