@@ -122,6 +122,7 @@ class Diff2LipArtifactCheck(io.ComfyNode):
                                    tooltip="Flag a frame that deviates from its neighbours' mean by more than the "
                                            "clip's median + this many MADs.")],
             outputs=[io.Image.Output(display_name="frames"), io.String.Output(display_name="report")],
+            is_output_node=True,
         )
 
     @classmethod
@@ -135,7 +136,10 @@ class Diff2LipArtifactCheck(io.ComfyNode):
         found = detect_artifacts(array, masks, blockiness_limit=blockiness_limit, spike_mads=spike_mads)
         report = {**found.as_dict(), "replaced": bool(replace and found.flagged)}
         out = replace_flagged(array, masks, found.flagged) if replace and found.flagged else array
-        return io.NodeOutput(numpy_to_image(out), _report_text(report))
+        text = _report_text(report)
+        if found.flagged:
+            log.warning("Diff2Lip Artifact Check: %s", text)
+        return io.NodeOutput(numpy_to_image(out), text, ui={"text": [text]})
 
 
 class GAGAvatarSelfReenactMetrics(io.ComfyNode):
