@@ -71,11 +71,16 @@ def diff2lip_enhanced() -> dict:
         "12": node("Diff2LipDenoiseRegion", "Artifact Reduction", frames=["11", 0], mask=["9", 1],
                    method="bilateral", strength=0.3),
         "13": node("Diff2LipSharpen", "Sharpen Mouth", frames=["12", 0], mask=["9", 1], strength=0.3, sigma=1.0),
-        "14": node("CreateVideo", "Create Video", images=["13", 0], fps=["2", 2], audio=["7", 1]),
+        "18": node("Diff2LipArtifactCheck", "Artifact Check", frames=["13", 0], mask=["9", 1], replace=False,
+                   blockiness_limit=1.6, spike_mads=6.0),
+        "14": node("CreateVideo", "Create Video", images=["18", 0], fps=["2", 2], audio=["7", 1]),
         "15": node("SaveVideo", "Save Video", video=["14", 0], filename_prefix="talkinghead/diff2lip_enhanced",
                    format="auto", codec="auto"),
         "16": node("Diff2LipQualityMetrics", "Quality Metrics", original=["2", 0], output=["13", 0],
                    generated_mask=["7", 2], composite_mask=["9", 1], landmarks=True),
+        "17": node("Diff2LipSyncMetrics", "Lip-Sync Metrics", original=["2", 0], output=["18", 0], audio=["7", 1],
+                   generated_mask=["7", 2], fps=["2", 2], syncnet="auto", composite_mask=["9", 1]),
+        "19": node("PreviewImage", "Metrics Plot", images=["17", 1]),
     })
     return g
 
@@ -121,6 +126,10 @@ def gagavatar_enhanced() -> dict:
                    strength=0.5, source=["3", 0])
     g["9"] = node("SaveVideo", "Save Video", video=["8", 0], filename_prefix="talkinghead/gagavatar_enhanced",
                   format="auto", codec="auto")
+    # self-reenactment: the driver's own crops are the ground truth of each rendered frame
+    g["15"] = node("GAGAvatarSelfReenactMetrics", "Self-Reenactment Metrics", driver_frames=["4", 1],
+                   rendered=["14", 0])
+    g["16"] = node("PreviewImage", "Metrics Plot", images=["15", 1])
     return g
 
 
