@@ -8,6 +8,7 @@ import numpy as np
 from comfy_api.latest import io
 
 from .common import ModelCache, image_to_numpy, log, mask_to_numpy, numpy_to_image, progress_callback
+from .guards import check_audio, check_finite, check_fps
 from .paths import model_files, resolve_model_file
 
 METRICS = "TalkingHead/metrics"
@@ -84,6 +85,8 @@ class Diff2LipSyncMetrics(io.ComfyNode):
         from ..pipelines.metrics.report import lipsync_report
 
         node = "Diff2Lip Lip-Sync Metrics"
+        fps = check_fps(fps, node)
+        check_audio(audio, node)  # NaN frames are not refused: the artifact flags report them
         before, after = _same_frames(node, original, output, "original", "output")
         region = mask_to_numpy(generated_mask)
         if region.shape != after.shape[:3]:
@@ -165,6 +168,8 @@ class GAGAvatarSelfReenactMetrics(io.ComfyNode):
         from ..pipelines.metrics.per_frame import plot_series
 
         node = "GAGAvatar Self-Reenactment Metrics"
+        check_finite(driver_frames, node, "driver_frames")
+        check_finite(rendered, node, "rendered")
         driver, render = image_to_numpy(driver_frames), image_to_numpy(rendered)
         try:
             report, per_frame = self_reenactment_report(driver, render, progress=progress_callback(len(render)))
