@@ -14,7 +14,10 @@ def to_uint8(frames: np.ndarray) -> np.ndarray:
     """uint8 frames as they are; float 0..1 frames rounded to 0..255 (exact for frames decoded from 8-bit video)."""
     if frames.dtype == np.uint8:
         return frames
-    return (np.clip(frames, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    scaled = np.clip(frames, 0.0, 1.0)  # one float temporary, scaled in place
+    scaled *= 255.0
+    scaled += 0.5
+    return scaled.astype(np.uint8)
 
 
 def smooth_boxes(rects_xyxy, frame_hw: tuple[int, int], pads: Sequence[int] = (0, 0, 0, 0),

@@ -96,6 +96,23 @@ def paste_generated(output: np.ndarray, mask: np.ndarray, indices: Sequence[int]
         mask[i, y1:y2, x1:x2] = 1.0
 
 
+def _crops_8bit(frames: Sequence[np.ndarray], boxes: np.ndarray, size: int) -> np.ndarray:
+    """The release's crops, resized in uint8; only each box is rounded to 8 bits (no 8-bit copy of whole frames)."""
+    return np.stack([crop_faces([to_uint8(frame[y1:y2, x1:x2])], np.array([[0, y2 - y1, 0, x2 - x1]]), size)[0]
+                     for frame, (y1, y2, x1, x2) in zip(frames, boxes)])
+
+
+def paste_whole_boxes_8bit(output: np.ndarray, mask: np.ndarray, indices: Sequence[int], faces: np.ndarray, boxes,
+                           upscale: Upscale | None = None) -> None:
+    """The release's paste: uint8 ``faces`` resized into the whole box of the frame rounded to 8 bits; the box is then
+    written back into ``output`` (in place, in its dtype) and marked in ``mask``.  Outside the boxes nothing changes."""
+    for i, face, (y1, y2, x1, x2) in zip(indices, faces, boxes):
+        box_8bit = to_uint8(output[i, y1:y2, x1:x2]).copy()  # only the box is written, so only the box is rounded
+        paste_face(box_8bit, face, (0, y2 - y1, 0, x2 - x1), upscale=upscale)
+        output[i, y1:y2, x1:x2] = box_8bit if output.dtype == np.uint8 else box_8bit.astype(output.dtype) / 255.0
+        mask[i, y1:y2, x1:x2] = 1.0
+
+
 def flow_guided_start(model, previous_generated: np.ndarray, previous_input: np.ndarray, current_input: np.ndarray,
                       steps: int, skip_steps: int, seed: int) -> torch.Tensor:
     """x to start DDIM from after ``skip_steps`` steps: the previous frame's generated crop warped by the optical flow
@@ -167,26 +184,26 @@ def lipsync(frames: np.ndarray, wav_16k: np.ndarray, fps: float, model, detect: 
     batches = [to_generate[i:i + batch_size] for i in range(0, len(to_generate), batch_size)]
     total = n + len(batches) * steps
 
-    source = to_uint8(frames) if paste_whole_box else frames  # the release crops, generates and pastes in uint8
-    output = source.copy()
+    output = frames.copy()
     mask = np.zeros((n, height, width), dtype=np.float32)
     previous = None  # (frame index, input crop, generated crop) of the last frame, for flow_start
     for b, batch in enumerate(batches):
         batch_boxes = np.stack([boxes[i] for i in batch])
-        crops = crop_faces([source[i] for i in batch], batch_boxes, model.image_size)
+        crops = (_crops_8bit if paste_whole_box else crop_faces)([frames[i] for i in batch], batch_boxes,
+                                                                  model.image_size)
         masks = sampling_masks(sampling_mask, crops)
+        mask_arg = {} if masks is None else {"sample_mask": masks}  # the default call stays the release's
         step_progress = None if progress is None else (lambda done, _t, base=n + b * steps: progress(base + done, total))
         if skip and previous is not None and previous[0] == batch[0] - 1:
             x_init = flow_guided_start(model, previous[2], previous[1], crops[0], steps, skip, seed)
-            faces_out = generate_faces(model, crops, mels[batch], steps, seed, step_progress, x_init, skip, masks)
+            faces_out = generate_faces(model, crops, mels[batch], steps, seed, step_progress, x_init, skip, **mask_arg)
         else:
-            faces_out = generate_faces(model, crops, mels[batch], steps, seed, step_progress, sample_mask=masks)
+            faces_out = generate_faces(model, crops, mels[batch], steps, seed, step_progress, **mask_arg)
         previous = (batch[-1], crops[-1], faces_out[-1])
-        paste_generated(output, mask, batch, faces_out, batch_boxes, upscale, lower_half=not paste_whole_box)
-    if source is not frames:  # back to the input's float frames: outside the written boxes they stay bit-identical
-        written = mask > 0
-        output, output_8bit = frames.copy(), output
-        output[written] = output_8bit[written].astype(frames.dtype) / 255.0
+        if paste_whole_box:
+            paste_whole_boxes_8bit(output, mask, batch, faces_out, batch_boxes, upscale)
+        else:
+            paste_generated(output, mask, batch, faces_out, batch_boxes, upscale)
     if progress is not None:
         progress(total, total)  # close the bar (detection-time estimate; flow_start frames take fewer steps)
     passed = [i for i in range(n) if i not in boxes]
