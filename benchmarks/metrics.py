@@ -4,8 +4,9 @@
    with a harmonic voice whose loudness follows the same signal shifted by known frame counts; prints each shift,
    the estimate, its error in frames and the confidence, then the same for audio with no relation to the mouth.
 2. Artifact detection on an enhancement clip: flags on the clean clip and on one frame per artifact kind.
-3. SyncNet cost: ms per 5-frame window for the network at the released size (seeded weights; the scores of seeded
-   weights mean nothing, only the time does).
+3. SyncNet against the reference fixtures (seeded weights regenerated from their recipe): the largest difference of
+   each output, and its cost in ms per 5-frame window (the scores of seeded weights mean nothing, only the agreement
+   and the time do).
 
     .venv/bin/python benchmarks/metrics.py [--frames 75]
 """
@@ -88,21 +89,38 @@ def artifacts(enhance_media) -> None:
           f"6 (blown out), 11 (jump) -> flags {sorted(broken.flagged)}")
 
 
-def syncnet_cost() -> None:
+def syncnet() -> None:
     import torch
+    from syncnet_synth import seeded_state
 
-    from talkinghead.models.syncnet import SyncNet
+    from talkinghead.models.syncnet import load_syncnet
+    from talkinghead.pipelines.metrics.lip_sync import mfcc, syncnet_scores
 
-    model = SyncNet().eval()
-    lips = torch.rand(4, 3, 5, 224, 224) * 255
-    audio = torch.randn(4, 1, 13, 20)
+    fixtures = REPO / "tests" / "fixtures" / "syncnet"
+    model = load_syncnet(seeded_state())
+    with np.load(fixtures / "syncnet_tiny_forward.npz") as data:
+        forward = {key: data[key] for key in data.files}
+    with np.load(fixtures / "syncnet_eval_case.npz") as data:
+        case = {key: data[key] for key in data.files}
     with torch.no_grad():
-        model.forward_lip(lips[:1])
-        start = time.perf_counter()
-        model.forward_lip(lips)
-        model.forward_aud(audio)
-    print(f"SyncNet: {1000 * (time.perf_counter() - start) / 4:.0f} ms per 5-frame window (lip + audio towers, "
-          f"{torch.get_num_threads()} torch threads)")
+        audio = model.forward_aud(torch.from_numpy(forward["aud_in"])).numpy()
+        lips = model.forward_lip(torch.from_numpy(forward["lip_in_uint8"]).float()).numpy()
+    mfcc_rel = np.max(np.abs(mfcc(case["wav"]).T - case["mfcc"]) / np.abs(case["mfcc"]))
+    start = time.perf_counter()
+    result = syncnet_scores(model, case["frames_bgr"], case["wav"])
+    ms = 1000 * (time.perf_counter() - start) / result["num_windows"]
+    differences = {
+        "forward": max(np.abs(audio - forward["aud_out"]).max(), np.abs(lips - forward["lip_out"]).max()),
+        "embeddings": max(np.abs(result["lip_embeddings"] - case["im_feat"]).max(),
+                          np.abs(result["audio_embeddings"] - case["cc_feat"]).max()),
+        "distances": np.abs(result["dists"] - case["dists"]).max(),
+        "LSE-D": abs(result["lse_d"] - float(case["lse_d"])),
+        "LSE-C": abs(result["lse_c"] - float(case["lse_c"])),
+    }
+    print(f"SyncNet vs the reference fixtures: MFCC {mfcc_rel:.1e} relative, "
+          + ", ".join(f"{name} {value:.1e}" for name, value in differences.items())
+          + f", offset {result['offset']} (reference {int(case['offset'])})")
+    print(f"SyncNet: {ms:.0f} ms per 5-frame window end to end ({torch.get_num_threads()} torch threads)")
 
 
 def main(argv=None) -> int:
@@ -112,7 +130,7 @@ def main(argv=None) -> int:
     media, enhance_media = _import_pack()
     proxy(media, args.frames)
     artifacts(enhance_media)
-    syncnet_cost()
+    syncnet()
     return 0
 
 

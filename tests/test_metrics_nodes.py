@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import media
-from conftest import FIXTURES
+from syncnet_synth import seeded_state
 from talkinghead.pipelines.media import write_video, write_wav
 
 pytestmark = pytest.mark.server
@@ -16,12 +16,9 @@ pytestmark = pytest.mark.server
 
 @pytest.fixture(scope="module")
 def server(comfy_server):
-    from test_syncnet import _seeded_state
-
-    recipe = json.loads((FIXTURES / "syncnet" / "syncnet_seeded_weights_recipe.json").read_text())
     folder = comfy_server.models / "syncnet"
     folder.mkdir(exist_ok=True)
-    torch.save(_seeded_state(recipe), folder / "syncnet_v2.model")
+    torch.save(seeded_state(), folder / "syncnet_v2.model")
     clip = media.talking_clip(frames=14, fps=25.0, size=(160, 160))
     write_video(comfy_server.input / "metrics_clip.mp4", clip.frames, 25.0, overwrite=True)
     write_wav(comfy_server.input / "metrics_speech.wav", media.tone(220.0, 14 / 25.0), 16000, overwrite=True)

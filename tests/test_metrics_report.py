@@ -113,13 +113,11 @@ def test_lipsync_report_without_syncnet_says_why(clip):
 
 def test_lipsync_report_scores_the_face_track_with_syncnet():
     """With any SyncNet (here the seeded test weights) the report carries LSE-D/LSE-C from the clip's own face."""
-    from test_syncnet import _seeded_state
-    import json
-    from conftest import FIXTURES
+    from syncnet_synth import seeded_state
+
     from talkinghead.models.syncnet import load_syncnet
 
-    recipe = json.loads((FIXTURES / "syncnet" / "syncnet_seeded_weights_recipe.json").read_text())
-    model = load_syncnet(_seeded_state(recipe))
+    model = load_syncnet(seeded_state())
     talking = talking_clip(frames=14, size=(160, 160))
     frames = talking.frames.astype(np.float32) / 255.0
     region = np.zeros(frames.shape[:3], np.float32)

@@ -9,32 +9,12 @@ import numpy as np
 import pytest
 import torch
 
+import syncnet_synth
+
 from talkinghead.models.syncnet import SyncNet, load_syncnet
 from talkinghead.pipelines.metrics.lip_sync import mfcc, syncnet_scores, to_int16, window_count
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def _seeded_state(recipe: dict) -> dict:
-    """The fixture weights regenerated from their recipe (one standard-normal draw per float tensor, in order)."""
-    rng = np.random.default_rng(1234)
-    state = {}
-    for entry in recipe["tensors"]:
-        key, shape, rule = entry["key"], entry["shape"], entry["rule"]
-        z = rng.standard_normal(shape)
-        if key.endswith("running_mean"):
-            value = (0.1 * z).astype(np.float32)
-        elif key.endswith("running_var"):
-            value = (1 + 0.1 * np.abs(z)).astype(np.float32)
-        elif rule.startswith("bn gamma"):
-            module = key.rsplit(".", 1)[0]
-            value = (1 + 0.05 * z).astype(np.float32) * np.float32(recipe["bn_gamma_scale"][module])
-        elif key.endswith("bias"):
-            value = (0.01 * z).astype(np.float32)
-        else:
-            value = (0.05 * z).astype(np.float32)
-        state[key] = torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32))
-    return state
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +24,7 @@ def recipe(fixtures_dir):
 
 @pytest.fixture(scope="module")
 def seeded_state(recipe):
-    return _seeded_state(recipe)
+    return syncnet_synth.seeded_state(recipe)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,8 @@ rendered frame has a ground truth: the driver frame).
   alignment (so head pose and scale are taken out), mean distance over the inter-ocular distance: a proxy of
   expression error.
 - ``pose_error``: the similarity that aligns them: roll in degrees and scale ratio; the landmark centroids' distance
-  over the inter-ocular distance; plus yaw / pitch proxies (nose tip offset from the eye-mouth midline, in inter-ocular units).
+  over the inter-ocular distance; plus yaw / pitch proxies (nose tip offset from the eye-mouth midline, in
+  inter-ocular units).
 - ``landmark_jitter``: mean |second difference| of the landmarks over time over the inter-ocular distance, for the
   render and for the driver (the driver's own jitter is the floor).
 LPIPS and identity similarity need networks no package here ships; they are reported absent with the reason.
