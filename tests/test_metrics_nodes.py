@@ -22,7 +22,8 @@ def server(comfy_server):
     clip = media.talking_clip(frames=14, fps=25.0, size=(160, 160))
     write_video(comfy_server.input / "metrics_clip.mp4", clip.frames, 25.0, overwrite=True)
     write_wav(comfy_server.input / "metrics_speech.wav", media.tone(220.0, 14 / 25.0), 16000, overwrite=True)
-    return comfy_server
+    yield comfy_server
+    (folder / "syncnet_v2.model").unlink()  # the server is shared: other tests expect no SyncNet weights
 
 
 def _prompt(syncnet: str, fps: float = 25.0) -> dict:
