@@ -85,7 +85,8 @@ def is_inside(root: str | os.PathLike, path: str | os.PathLike, strictly: bool =
 def resolve_inside(roots: Sequence[str | os.PathLike], name: str, node: str, input_name: str,
                    kind: str = "file") -> Path:
     """The real path of ``name`` (relative to one of ``roots``, or absolute) when it is a regular file (``kind``
-    "file") or a folder ("dir") inside one of ``roots`` after following symlinks; ``FileNotFoundError`` otherwise.
+    "file"), a folder ("dir") or either ("any") inside one of ``roots`` after following symlinks;
+    ``FileNotFoundError`` otherwise.
 
     The message is the same whether the path is missing, outside, or of the wrong kind (no existence oracle).
     """
@@ -100,9 +101,9 @@ def resolve_inside(roots: Sequence[str | os.PathLike], name: str, node: str, inp
             mode = os.stat(candidate).st_mode
         except OSError:
             continue
-        if (kind == "file" and stat.S_ISREG(mode)) or (kind == "dir" and stat.S_ISDIR(mode)):
+        if (kind in ("file", "any") and stat.S_ISREG(mode)) or (kind in ("dir", "any") and stat.S_ISDIR(mode)):
             return Path(candidate)
-    what = "file" if kind == "file" else "folder"
+    what = {"file": "file", "dir": "folder"}.get(kind, "file or folder")
     places = " or ".join(roots) or "(no folder configured)"
     raise FileNotFoundError(f"{node}: input '{input_name}' = '{name}' is not a {what} inside {places}; give a path "
                             f"relative to that folder (put the {what} there first).")
