@@ -134,6 +134,7 @@ class Diff2LipLipSync(io.ComfyNode):
         from ..pipelines.audio_enhance import speech_for_frames
         from ..pipelines.diff2lip import lipsync
         from ..pipelines.diff2lip.presets import PASTE_MODES, steps_for
+        from ..pipelines.diff2lip_enhance.sampling_mask import sampling_mask_maker
         from ..pipelines.media import make_audio
 
         node = "Diff2Lip Lip Sync"
@@ -151,7 +152,7 @@ class Diff2LipLipSync(io.ComfyNode):
                                     pick=_pick(face, face_index),
                                     progress=progress_callback(len(array)), upscale=upscale, active_frames=active,
                                     flow_start=flow_guided_start, paste_whole_box=PASTE_MODES[paste],
-                                    sampling_mask=sampling_mask)
+                                    sampling_mask=sampling_mask_maker(sampling_mask))
         report["steps"] = steps
         report["paste"] = paste
         if active is not None:

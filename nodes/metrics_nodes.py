@@ -82,7 +82,7 @@ class Diff2LipSyncMetrics(io.ComfyNode):
     def execute(cls, original, output, audio, generated_mask, fps, syncnet, composite_mask=None):
         from ..pipelines.media import audio_to_mono
         from ..pipelines.metrics.per_frame import plot_series
-        from ..pipelines.metrics.report import lipsync_report
+        from ..pipelines.diff2lip_enhance.sync_report import lipsync_report
 
         node = "Diff2Lip Lip-Sync Metrics"
         fps = check_fps(fps, node)

@@ -7,7 +7,7 @@ from media import talking_clip
 from test_diff2lip_pipeline import _clip, fake_detect
 
 from talkinghead.pipelines.diff2lip import crop_faces, generate_faces, lipsync, mel_windows, melspectrogram
-from talkinghead.pipelines.diff2lip.sampling_mask import lip_region_masks, lower_half, sampling_masks
+from talkinghead.pipelines.diff2lip_enhance.sampling_mask import lip_region_masks, lower_half, sampling_mask_maker
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +32,9 @@ def test_lip_region_is_a_part_of_the_lower_half_around_the_mouth(face_crops):
 def test_crops_without_a_face_fall_back_to_the_lower_half():
     noise = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
     np.testing.assert_array_equal(lip_region_masks(noise), np.broadcast_to(lower_half(64), (2, 64, 64)))
-    assert sampling_masks("lower_half", noise) is None
+    assert sampling_mask_maker("lower_half") is None and sampling_mask_maker("lip_region") is lip_region_masks
     with pytest.raises(ValueError, match="sampling_mask"):
-        sampling_masks("whole_face", noise)
+        sampling_mask_maker("whole_face")
 
 
 def test_generation_changes_only_the_sampling_mask(tiny):
@@ -53,12 +53,22 @@ def test_generation_changes_only_the_sampling_mask(tiny):
     assert not np.array_equal(out, default)
 
 
-def test_lipsync_option_is_checked_and_falls_back_where_facemesh_sees_no_face(tiny):
+def test_lipsync_hook_falls_back_where_facemesh_sees_no_face_and_a_custom_mask_is_used(tiny):
     frames, wav = _clip()
     default, default_mask, _ = lipsync(frames, wav, 25.0, tiny, fake_detect, steps=2, seed=7)
-    lips, lips_mask, _ = lipsync(frames, wav, 25.0, tiny, fake_detect, steps=2, seed=7, sampling_mask="lip_region")
+    lips, lips_mask, _ = lipsync(frames, wav, 25.0, tiny, fake_detect, steps=2, seed=7,
+                                 sampling_mask=lip_region_masks)
     # random-noise frames have no face for FaceMesh: every crop falls back to the release's lower half
     np.testing.assert_array_equal(lips, default)
     np.testing.assert_array_equal(lips_mask, default_mask)
-    with pytest.raises(ValueError, match="sampling_mask"):
-        lipsync(frames, wav, 25.0, tiny, fake_detect, steps=2, sampling_mask="upper_half")
+    seen = []
+
+    def bottom_quarter(crops):
+        seen.append(crops.shape)
+        masks = np.zeros(crops.shape[:3], np.float32)
+        masks[:, 24:] = 1
+        return masks
+
+    quarter, _, _ = lipsync(frames, wav, 25.0, tiny, fake_detect, steps=2, seed=7, sampling_mask=bottom_quarter)
+    assert seen and all(shape[1:] == (32, 32, 3) for shape in seen)
+    assert not np.array_equal(quarter, default)

@@ -9,7 +9,7 @@ from media import talking_clip
 from talkinghead.pipelines.metrics.artifacts import blockiness, detect_artifacts, replace_flagged
 from talkinghead.pipelines.metrics.face_track import fill_missing_boxes, syncnet_face_crops
 from talkinghead.pipelines.metrics.per_frame import change_per_frame, plot_series, psnr_per_frame
-from talkinghead.pipelines.metrics.report import frames_at_25fps, lipsync_report
+from talkinghead.pipelines.diff2lip_enhance.sync_report import frames_at_25fps, lipsync_report
 
 
 @pytest.fixture(scope="module")

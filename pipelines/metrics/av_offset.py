@@ -17,6 +17,7 @@ import numpy as np
 
 DEFAULT_MAX_SHIFT = 15  # frames each way, the range SyncNet's evaluation searches
 MIN_OVERLAP_FRAMES = 10
+INNER_LIPS, MOUTH_CORNERS = (13, 14), (61, 291)  # FaceMesh indices
 
 
 @dataclass(frozen=True)
@@ -52,13 +53,15 @@ def speech_envelope(wav, sample_rate: int, fps: float, num_frames: int) -> np.nd
 
 def mouth_opening(frames, landmarker: Callable | None = None,
                   progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-    """Inner-lip gap over mouth width per frame from FaceMesh (float32 [N], NaN where no face was found).
-    ``frames`` float [N,H,W,3] RGB in 0..1."""
-    from ..diff2lip_enhance.landmarks import facemesh_landmarks
-    from ..diff2lip_enhance.lip_mask import mouth_opening_ratio
+    """Inner-lip gap (FaceMesh points 13-14) over mouth width (corners 61-291) per frame, float32 [N], NaN where no
+    face was found. ``frames`` float [N,H,W,3] RGB in 0..1."""
+    from ..face_landmarks import facemesh_landmarks
 
     points, _ = (landmarker or facemesh_landmarks)(frames, progress=progress)
-    return mouth_opening_ratio(points, "facemesh")
+    gap = np.linalg.norm(points[:, INNER_LIPS[0]] - points[:, INNER_LIPS[1]], axis=-1)
+    width = np.linalg.norm(points[:, MOUTH_CORNERS[0]] - points[:, MOUTH_CORNERS[1]], axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(width > 0, gap / width, np.nan).astype(np.float32)
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:

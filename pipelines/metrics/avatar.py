@@ -20,7 +20,6 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from ..diff2lip_enhance.metrics import psnr, ssim
 from .per_frame import psnr_per_frame
 
 LEFT_EYE = (33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246)
@@ -91,6 +90,20 @@ def landmark_jitter(points: np.ndarray) -> np.ndarray:
     return values
 
 
+def _psnr(output: np.ndarray, reference: np.ndarray) -> float:
+    """PSNR (peak 1) over all pixels of the clip; inf when identical."""
+    mse = float(((output.astype(np.float64) - reference) ** 2).mean())
+    return float("inf") if mse == 0 else float(10 * np.log10(1 / mse))
+
+
+def _ssim(output: np.ndarray, reference: np.ndarray) -> float:
+    """Mean SSIM over frames (7x7 windows, per channel, data range 1)."""
+    from skimage.metrics import structural_similarity
+
+    return float(np.mean([structural_similarity(a, b, data_range=1.0, channel_axis=-1)
+                          for a, b in zip(output, reference)]))
+
+
 def _nanmean(values) -> float | None:
     """Mean over the frames that have a value (inf kept: identical frames have infinite PSNR); None if none."""
     values = np.asarray(values, dtype=np.float64)
@@ -102,7 +115,7 @@ def self_reenactment_report(driver, rendered, landmarker: Callable | None = None
                             progress: Callable[[int, int], None] | None = None) -> tuple[dict, dict]:
     """``(report, per_frame)`` comparing rendered frames with their driver frames (float [N,H,W,3] 0..1; the driver
     is resized to the render's size when they differ). See the module for each number."""
-    from ..diff2lip_enhance.landmarks import facemesh_landmarks
+    from ..face_landmarks import facemesh_landmarks
 
     driver = np.asarray(driver, dtype=np.float32)
     rendered = np.asarray(rendered, dtype=np.float32)
@@ -140,7 +153,7 @@ def self_reenactment_report(driver, rendered, landmarker: Callable | None = None
     report = {
         "frames": len(driver), "frames_with_landmarks_in_both": int(both.sum()),
         "driver_resized_to_render": bool(resized),
-        "psnr": psnr(rendered, driver), "ssim": ssim(rendered, driver), "psnr_eyes": _nanmean(eyes),
+        "psnr": _psnr(rendered, driver), "ssim": _ssim(rendered, driver), "psnr_eyes": _nanmean(eyes),
         "expression_nme": _nanmean(nme),
         "pose_error": {"roll_deg": _nanmean(np.abs(roll)), "scale_ratio": _nanmean(scale),
                        "translation_iod": _nanmean(shift),

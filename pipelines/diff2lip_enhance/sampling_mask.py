@@ -8,6 +8,8 @@
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 SAMPLING_MASKS = ("lower_half", "lip_region")
@@ -25,8 +27,8 @@ def lower_half(size: int) -> np.ndarray:
 def lip_region_masks(crops: np.ndarray, expansion: float = LIP_REGION_EXPANSION,
                      landmarker=None) -> np.ndarray:
     """[B,S,S] float32 sampling masks of face crops [B,S,S,3] (uint8 or float 0..1), see module."""
-    from ..diff2lip_enhance.landmarks import facemesh_landmarks
-    from ..diff2lip_enhance.lip_mask import lip_polygon_masks
+    from ..face_landmarks import facemesh_landmarks
+    from .lip_mask import lip_polygon_masks
 
     crops = np.asarray(crops)
     unit = crops.astype(np.float32) / 255.0 if crops.dtype == np.uint8 else crops.astype(np.float32)
@@ -39,8 +41,9 @@ def lip_region_masks(crops: np.ndarray, expansion: float = LIP_REGION_EXPANSION,
     return masks.astype(np.float32)
 
 
-def sampling_masks(kind: str, crops: np.ndarray) -> np.ndarray | None:
-    """[B,1,S,S] masks for :func:`pipelines.diff2lip.diffusion.ddim_sample`, or None for the release's lower half."""
+def sampling_mask_maker(kind: str) -> Callable[[np.ndarray], np.ndarray] | None:
+    """The ``sampling_mask`` hook of :func:`pipelines.diff2lip.lipsync` for a named kind: None for the release's
+    lower half, else a function of a batch of crops [B,S,S,3] returning masks [B,S,S]."""
     if kind not in SAMPLING_MASKS:
         raise ValueError(f"sampling_mask must be one of {SAMPLING_MASKS}, got {kind!r}")
-    return None if kind == "lower_half" else lip_region_masks(crops)[:, None]
+    return None if kind == "lower_half" else lip_region_masks

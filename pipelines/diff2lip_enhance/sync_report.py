@@ -2,10 +2,10 @@
 
 - ``lip_sync``: SyncNet LSE-D / LSE-C / offset on the output's own face track when a SyncNet model is given, else
   ``{"absent": reason}``;
-- ``av_offset_proxy``: the weights-free offset estimate (:mod:`.av_offset`);
-- the image metrics of :func:`pipelines.diff2lip_enhance.metrics.quality_report` (PSNR/SSIM outside the mouth region,
+- ``av_offset_proxy``: the weights-free offset estimate (:mod:`pipelines.metrics.av_offset`);
+- the image metrics of :func:`.metrics.quality_report` (PSNR/SSIM outside the mouth region,
   flicker, seam energy, colour ΔE across the region edge);
-- ``artifacts``: frames whose generated region looks broken (:mod:`.artifacts`).
+- ``artifacts``: frames whose generated region looks broken (:mod:`pipelines.metrics.artifacts`).
 """
 from __future__ import annotations
 
@@ -13,10 +13,11 @@ from typing import Callable
 
 import numpy as np
 
-from .artifacts import detect_artifacts
-from .av_offset import estimate_offset, mouth_opening, speech_envelope
-from .lip_sync import SYNC_FPS, SYNC_SAMPLE_RATE, syncnet_scores, to_int16
-from .per_frame import change_per_frame, psnr_per_frame
+from ..metrics.artifacts import detect_artifacts
+from ..metrics.av_offset import estimate_offset, mouth_opening, speech_envelope
+from ..metrics.lip_sync import SYNC_FPS, SYNC_SAMPLE_RATE, syncnet_scores, to_int16
+from ..metrics.per_frame import change_per_frame, psnr_per_frame
+from .metrics import quality_report
 
 
 def frames_at_25fps(frames: np.ndarray, fps: float) -> np.ndarray:
@@ -32,7 +33,7 @@ def frames_at_25fps(frames: np.ndarray, fps: float) -> np.ndarray:
 def detect_face_track(frames_rgb_uint8: np.ndarray, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     """[N, 4] face boxes of the largest face per frame (MediaPipe BlazeFace, inside its wheel), gaps interpolated."""
     from ..face_detection import detect_frames, make_detector, pick_face
-    from .face_track import fill_missing_boxes
+    from ..metrics.face_track import fill_missing_boxes
 
     detector = make_detector("blazeface_short")
     try:
@@ -46,7 +47,7 @@ def syncnet_report(model, frames: np.ndarray, wav16k: np.ndarray, fps: float,
                    progress: Callable[[int, int], None] | None = None) -> dict:
     """LSE-D / LSE-C / offset of float RGB ``frames`` (0..1) and 16 kHz float audio, on the face track cropped from
     the frames themselves; ``{"absent": reason}`` when there is no face track or too little material."""
-    from .face_track import syncnet_face_crops
+    from ..metrics.face_track import syncnet_face_crops
 
     frames_u8 = np.clip(np.rint(frames_at_25fps(frames, fps) * 255.0), 0, 255).astype(np.uint8)
     try:
@@ -67,8 +68,6 @@ def lipsync_report(original, output, region, wav16k, fps: float, composite=None,
     """``(report, per_frame)`` for a lip-synced clip. ``original`` / ``output`` float [N,H,W,3] 0..1, ``region`` the
     generated-region MASK [N,H,W], ``wav16k`` float mono 16 kHz audio of the output. ``per_frame`` maps a series
     name to [N] values (NaN where undefined) for :func:`per_frame.plot_series`."""
-    from ..diff2lip_enhance.metrics import quality_report
-
     report = quality_report(original, output, region, composite_mask=composite, landmarks=landmarks)
     report.pop("sync_score", None)  # superseded by lip_sync below
     report.pop("lpips", None)
