@@ -38,6 +38,7 @@ MFCC_WINLEN_S = 0.025
 MFCC_WINSTEP_S = 0.01
 MFCC_NUMCEP = 13
 MFCC_NFILT = 26
+MFCC_NFFT = 512
 MFCC_PREEMPH = 0.97
 MFCC_CEPLIFTER = 22
 
@@ -78,9 +79,7 @@ def mfcc(signal, sample_rate: int = SYNC_SAMPLE_RATE) -> np.ndarray:
         raise ValueError(f"mfcc: expected a non-empty 1-D signal, got shape {signal.shape}")
     frame_len = _round_half_up(MFCC_WINLEN_S * sample_rate)
     frame_step = _round_half_up(MFCC_WINSTEP_S * sample_rate)
-    nfft = 1
-    while nfft < MFCC_WINLEN_S * sample_rate:
-        nfft *= 2
+    nfft = MFCC_NFFT  # fixed in 0.6 (later versions grow it with the frame); numpy's rfft truncates longer frames
     emphasised = np.append(signal[0], signal[1:] - MFCC_PREEMPH * signal[:-1]).astype(np.float64)
     count = 1 if emphasised.size <= frame_len else 1 + int(math.ceil((emphasised.size - frame_len) / frame_step))
     padded = np.concatenate([emphasised, np.zeros((count - 1) * frame_step + frame_len - emphasised.size)])
