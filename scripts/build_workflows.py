@@ -39,7 +39,7 @@ def _diff2lip_core(enhanced: bool) -> dict:
                   seed=7, batch_size=8, face="largest" if enhanced else "most confident", face_index=0, pad_top=0,
                   pad_bottom=10 if enhanced else 0, pad_left=0, pad_right=0,
                   paste="lower half" if enhanced else "whole box (release)", close_mouth_in_silence=enhanced,
-                  flow_guided_start=0.0),
+                  flow_guided_start=0.0, sampling_mask="lower_half"),
     }
     if enhanced:
         g["4"] = node("Diff2LipAudioCleanup", "Audio Clean-up", audio=["3", 0], denoise=True, compress=False,
@@ -65,7 +65,7 @@ def diff2lip_enhanced() -> dict:
                   generated_mask=["7", 2], mode="lip mask", expansion=1.2, feather=0.2, adaptive_gain=1.0,
                   smooth_window=5, landmarks="FaceMesh (built-in)"),
         "10": node("Diff2LipColorMatch", "Colour Match", original=["2", 0], generated=["9", 0], mask=["9", 1],
-                   method="lab_meanstd", band_px=8.0),
+                   method="lab_meanstd", band_px=8.0, white_balance="off"),
         "11": node("Diff2LipTemporalSmooth", "Temporal Smooth", frames=["10", 0], mask=["9", 1], strength=0.5,
                    method="flow (DIS)"),
         "12": node("Diff2LipDenoiseRegion", "Artifact Reduction", frames=["11", 0], mask=["9", 1],
