@@ -6,8 +6,10 @@ import json
 import torch
 from comfy_api.latest import io
 
+from . import help_text
 from .common import image_to_numpy, log, mask_to_numpy, numpy_to_image, progress_callback, torch_device
 from .guards import check_audio, check_finite
+from .help_text import schema
 from .paths import model_files, resolve_model_file
 
 ENHANCE = "TalkingHead/Diff2Lip/enhance"
@@ -17,7 +19,8 @@ FACEMESH = "FaceMesh (built-in)"
 class Diff2LipAudioCleanup(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return schema(
+            search_aliases=["denoise audio", "speech enhancement", "loudness", "lipsync"],
             node_id="Diff2LipAudioCleanup",
             display_name="Diff2Lip Audio Clean-up",
             category=ENHANCE,
@@ -241,7 +244,8 @@ class Diff2LipSharpen(io.ComfyNode):
 class Diff2LipQualityMetrics(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return schema(
+            search_aliases=["lipsync", "psnr", "ssim", "evaluation"],
             node_id="Diff2LipQualityMetrics",
             display_name="Diff2Lip Quality Metrics",
             category=ENHANCE,
