@@ -1,6 +1,6 @@
 """Audio clean-up before Diff2Lip's mel, an audio/video offset, and silence detection for mouth closing.
 
-The released Diff2Lip checkpoint was trained on 80-mel, 16 kHz windows (diff2lip.md section 6): any other mel
+The released Diff2Lip checkpoint was trained on 80-mel, 16 kHz windows: any other mel
 configuration is refused by :func:`check_mel_config` instead of being fed to it.  What can help instead works on the
 waveform, before the unchanged mel:
 
@@ -22,6 +22,9 @@ import math
 import numpy as np
 
 from .diff2lip.audio import MEL_CONFIG as RELEASE_MEL_CONFIG  # the mel the released checkpoint was trained on
+from .media import TARGET_SAMPLE_RATE, audio_to_mono, fit_audio_to_frames
+
+LOUDNESS_BLOCK_S = 0.4  # BS.1770 gating block: audio shorter than one has no integrated loudness
 
 
 def _mono(wav, name: str = "wav") -> np.ndarray:
@@ -155,7 +158,7 @@ def integrated_loudness(wav, sample_rate: int) -> float:
     from scipy.signal import lfilter
 
     channels = np.atleast_2d(np.asarray(wav, dtype=np.float64))
-    block, step = int(round(0.4 * sample_rate)), int(round(0.1 * sample_rate))
+    block, step = int(round(LOUDNESS_BLOCK_S * sample_rate)), int(round(0.1 * sample_rate))
     if channels.shape[-1] < block:
         raise ValueError(f"wav: loudness needs at least 400 ms of audio, got {channels.shape[-1] / sample_rate:.3f} s")
     (b1, a1), (b2, a2) = k_weighting_filters(sample_rate)
@@ -347,3 +350,32 @@ def enhance_speech(wav_16k, sample_rate: int = 16000, denoise: bool = False, com
     if offset_ms:
         wav = shift_audio(wav, sample_rate, offset_ms)
     return wav
+
+
+def clean_up_speech(waveform, sample_rate: int, denoise: bool = False, compress: bool = False,
+                    target_lufs: float | None = None, offset_ms: float = 0.0) -> tuple[np.ndarray, str | None]:
+    """*Audio Clean-up*: any waveform ([T], [C,T] or [B,C,T]) at any rate -> mono 16 kHz -> :func:`enhance_speech`.
+
+    Audio shorter than one 400 ms loudness block cannot be measured, so compression and loudness normalisation are
+    skipped for it; the second value then says so (None otherwise).
+    """
+    wav = audio_to_mono(waveform, sample_rate)
+    measurable = len(wav) >= LOUDNESS_BLOCK_S * TARGET_SAMPLE_RATE
+    note = None
+    if not measurable and (compress or target_lufs is not None):
+        note = (f"{len(wav) / TARGET_SAMPLE_RATE:.2f} s of audio is shorter than the {LOUDNESS_BLOCK_S} s loudness "
+                "measurement window; loudness normalisation and compression are skipped")
+    cleaned = enhance_speech(wav, TARGET_SAMPLE_RATE, denoise=denoise, compress=compress and measurable,
+                             target_lufs=target_lufs if measurable else None, offset_ms=offset_ms)
+    return cleaned, note
+
+
+def speech_for_frames(waveform, sample_rate: int, num_frames: int, fps: float, keep_silent_mouths: bool = False):
+    """The audio a lip sync follows: fitted to the video (trimmed, or padded with silence so the mouth closes).
+
+    Returns ``(fitted waveform at the input rate, mono 16 kHz wav, active)``; ``active`` (bool per frame, from
+    :func:`speech_activity`) is None unless ``keep_silent_mouths``.
+    """
+    fitted = fit_audio_to_frames(waveform, sample_rate, num_frames, fps)
+    wav = audio_to_mono(fitted, sample_rate)
+    return fitted, wav, speech_activity(wav, fps, num_frames) if keep_silent_mouths else None

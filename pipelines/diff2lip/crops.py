@@ -1,4 +1,4 @@
-"""Face boxes, square face crops and paste-back, as Diff2Lip's ``face_detect``/``generate.py`` (§5.3-5.5, 5.13)."""
+"""Face boxes, square face crops and paste-back, as Diff2Lip's ``face_detect``/``generate.py``."""
 from __future__ import annotations
 
 from typing import Callable, Sequence
@@ -7,6 +7,8 @@ import cv2
 import numpy as np
 import torch
 
+from ..frames import to_float
+
 Upscale = Callable[[np.ndarray], np.ndarray]
 
 
@@ -14,7 +16,7 @@ def smooth_boxes(rects_xyxy, frame_hw: tuple[int, int], pads: Sequence[int] = (0
                  window: int = 5) -> np.ndarray:
     """Pad, clip and temporally smooth detector boxes; returns int64 [N,4] as (y1, y2, x1, x2).
 
-    ``pads`` = (top, bottom, left, right) pixels.  Smoothing is the reference's (trap 20): in place on an int array,
+    ``pads`` = (top, bottom, left, right) pixels.  Smoothing is the reference's: in place on an int array,
     ``boxes[i] = trunc(mean(boxes[i:i+window]))``, and near the end the window is the last ``window`` boxes, which
     already hold smoothed values.  For clips shorter than ``window`` the window is the whole clip (the reference's
     negative slice would look at only the last few boxes).
@@ -43,12 +45,11 @@ def crop_faces(frames: Sequence[np.ndarray], boxes: np.ndarray, size: int) -> np
 
 def crops_to_model(crops: np.ndarray) -> torch.Tensor:
     """[N,S,S,3] uint8 (0..255) or float (0..1) crops -> NCHW float32 in [-1, 1]."""
-    scaled = crops.astype(np.float32) / 255.0 if crops.dtype == np.uint8 else crops.astype(np.float32)
-    return (torch.from_numpy(scaled).permute(0, 3, 1, 2) * 2 - 1).clamp(-1, 1)
+    return (torch.from_numpy(to_float(crops)).permute(0, 3, 1, 2) * 2 - 1).clamp(-1, 1)
 
 
 def model_to_crops(images: torch.Tensor, dtype: np.dtype) -> np.ndarray:
-    """NCHW [-1, 1] -> [N,S,S,3] in ``dtype``: uint8 with the reference's truncating cast (trap 22), or float 0..1."""
+    """NCHW [-1, 1] -> [N,S,S,3] in ``dtype``: uint8 with the reference's truncating cast, or float 0..1."""
     unit = ((images.float() + 1) * 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
     return (unit * 255).astype(np.uint8) if dtype == np.uint8 else unit.astype(dtype)
 
@@ -63,7 +64,7 @@ def paste_face(frame: np.ndarray, face: np.ndarray, box, upscale: Upscale | None
     Returns the written region (y1, y2, x1, x2).
     """
     y1, y2, x1, x2 = (int(v) for v in box)
-    # Super-resolution only pays off when the box is larger than the generated crop (seed phase 2.2).
+    # Super-resolution only pays off when the box is larger than the generated crop.
     if upscale is not None and (y2 - y1 > face.shape[0] or x2 - x1 > face.shape[1]):
         face = np.asarray(upscale(face))
         if face.ndim != 3 or face.shape[2] != 3:

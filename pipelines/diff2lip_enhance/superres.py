@@ -1,4 +1,4 @@
-"""Super-resolution of the generated face crop (seed phase 2.2) before it is resized into a larger face box.
+"""Super-resolution of the generated face crop before it is resized into a larger face box.
 
 The Diff2Lip UNet works at 128x128; a 400 px face box gets a 3x bilinear blow-up of that crop in the reference.
 Here a super-resolution network (Real-ESRGAN x2/x4 ``.pth`` files loaded by spandrel — ComfyUI core's
@@ -10,6 +10,8 @@ from __future__ import annotations
 import time
 import numpy as np
 import torch
+
+from ..frames import to_float, to_uint8_half_up
 
 
 def _module_scale(model) -> int:
@@ -63,11 +65,10 @@ class CropUpscaler:
     @torch.no_grad()
     def __call__(self, crop: np.ndarray) -> np.ndarray:
         started = time.perf_counter()
-        unit = crop.astype(np.float32) / 255.0 if crop.dtype == np.uint8 else crop.astype(np.float32)
-        tensor = torch.from_numpy(unit).permute(2, 0, 1)[None].to(self.device)
+        tensor = torch.from_numpy(to_float(crop)).permute(2, 0, 1)[None].to(self.device)
         result = upscale_tiled(self.model, tensor, self.tile, self.overlap)[0].permute(1, 2, 0).float().cpu().numpy()
         self.seconds.append(time.perf_counter() - started)
-        return (result * 255.0 + 0.5).astype(np.uint8) if crop.dtype == np.uint8 else result.astype(crop.dtype)
+        return to_uint8_half_up(result) if crop.dtype == np.uint8 else result.astype(crop.dtype)
 
     def ms_per_crop(self) -> float:
         return 1000.0 * float(np.mean(self.seconds)) if self.seconds else 0.0
