@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 from collections import deque
 from pathlib import Path
 
@@ -76,6 +78,7 @@ class RayPool:
         self.options.update(max_concurrency=2)  # a pid() query answers while a task runs
         self.models_dir, self.cpu = models_dir, cpu and not gpus
         self.replacements_left = 2 * self.size
+        self.workdirs: dict = {}  # actor -> future (host, folder of its ComfyUI)
         self.actors = [self._new_actor() for _ in range(self.size)]
         self.pids = dict(zip(self.actors, ray.get([a.pid.remote() for a in self.actors])))
         self.idle_actors = list(self.actors)
@@ -84,7 +87,18 @@ class RayPool:
     def _new_actor(self):
         import batch_worker  # scripts/batch_worker.py: importable on every worker through PYTHONPATH
 
-        return self.ray.remote(batch_worker.RayChunkWorker).options(**self.options).remote(self.models_dir, self.cpu)
+        actor = self.ray.remote(batch_worker.RayChunkWorker).options(**self.options).remote(self.models_dir, self.cpu)
+        self.workdirs[actor] = actor.workdir.remote()
+        return actor
+
+    def _remove_workdir(self, actor) -> None:
+        """A killed worker cannot clean up its copy of ComfyUI; remove it when it lies on this machine."""
+        try:
+            host, folder = self.ray.get(self.workdirs.pop(actor), timeout=5)
+        except Exception:  # noqa: BLE001 - it died before it had a folder
+            return
+        if folder and host == socket.gethostname():
+            shutil.rmtree(folder, ignore_errors=True)
 
     def idle(self) -> int:
         return len(self.idle_actors)
@@ -104,6 +118,7 @@ class RayPool:
             result = ray.get(ref)
         except ray.exceptions.RayActorError as e:
             self.actors.remove(actor)
+            self._remove_workdir(actor)
             if self.replacements_left > 0:
                 self.replacements_left -= 1
                 replacement = self._new_actor()

@@ -30,23 +30,33 @@ class ChunkWorker:
 
     def __init__(self, models_dir: str | None = None, cpu: bool = True, name: str = "", server=None):
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.models_dir, self.cpu = models_dir, cpu
         self._own_dir = None
-        if server is None:
-            self._own_dir = tempfile.mkdtemp(prefix="talkinghead-batch-")
-            server = ComfyServer(Path(self._own_dir), REPO, models_dir=Path(models_dir) if models_dir else None,
-                                 cpu=cpu)
-            if sys.platform.startswith("linux"):
-                server.popen_kwargs = {"preexec_fn": _die_with_parent}
-            server.prepare()
-            server.start()
-        self.server = server
+        self.server = server if server is not None else self._start_server()
+
+    def _start_server(self) -> ComfyServer:
+        self._own_dir = tempfile.mkdtemp(prefix="talkinghead-batch-")
+        server = ComfyServer(Path(self._own_dir), REPO, models_dir=Path(self.models_dir) if self.models_dir else None,
+                             cpu=self.cpu)
+        if sys.platform.startswith("linux"):
+            server.popen_kwargs = {"preexec_fn": _die_with_parent}
+        server.prepare()
+        server.start()
+        return server
 
     def pid(self) -> int:
         return os.getpid()
 
+    def workdir(self) -> tuple[str, str | None]:
+        """(host, the folder of this worker's own ComfyUI): a pool removes it when the worker is killed."""
+        return socket.gethostname(), self._own_dir
+
     def run(self, task: dict) -> dict:
         """Run one chunk: returns ``{"data": lossless chunk bytes, "reports": [...], "worker", "seconds"}``."""
         started = time.perf_counter()
+        if self._own_dir is not None and self.server.proc.poll() is not None:  # our ComfyUI died (e.g. out of memory)
+            self.close()
+            self.server = self._start_server()
         tag = uuid.uuid4().hex[:12]
         names = {}
         try:
