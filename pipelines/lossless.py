@@ -2,7 +2,6 @@
 
 Used where frames must survive a round trip bit for bit (chunks of a batch run, sub-clips cut for them): decoding
 with ``to_ndarray(format="rgb24")`` (as ComfyUI's LoadVideo does) gives back exactly the frames that were written.
-Audio, when given, is stored as 32-bit float PCM, so it is exact too.
 """
 from __future__ import annotations
 
@@ -25,7 +24,7 @@ def exact_rate(fps) -> Fraction:
 class LosslessWriter:
     """Write RGB uint8 frames one by one to ``path`` (created atomically on :meth:`close`; never overwrites)."""
 
-    def __init__(self, path: str | os.PathLike, fps, audio: np.ndarray | None = None, sample_rate: int = 0):
+    def __init__(self, path: str | os.PathLike, fps):
         import av
 
         self.path = Path(path)
@@ -36,19 +35,11 @@ class LosslessWriter:
         self.container = av.open(str(self.temp), mode="w")
         self.rate = exact_rate(fps)
         self.stream = None
-        self.audio = None if audio is None else np.ascontiguousarray(np.atleast_2d(audio), dtype=np.float32)
-        self.sample_rate = int(sample_rate)
         self.frames = 0
 
     def _open_video(self, height: int, width: int) -> None:
         self.stream = self.container.add_stream("ffv1", rate=self.rate)
         self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, "bgr0"
-        if self.audio is not None and self.audio.shape[-1]:
-            sound = self.container.add_stream("pcm_f32le", rate=self.sample_rate)
-            sound.layout = "mono" if self.audio.shape[0] == 1 else "stereo"
-            self._sound = sound
-        else:
-            self._sound = None
 
     def write(self, frame: np.ndarray) -> None:
         import av
@@ -61,22 +52,11 @@ class LosslessWriter:
         self.frames += 1
 
     def close(self) -> Path:
-        import av
-
         try:
             if self.stream is None:
                 raise ValueError(f"{self.path.name}: no frames were written")
             for packet in self.stream.encode(None):
                 self.container.mux(packet)
-            if self._sound is not None:
-                # packed float: interleave the channels
-                data = self.audio.T.reshape(1, -1)
-                frame = av.AudioFrame.from_ndarray(data, format="flt", layout=self._sound.layout)
-                frame.sample_rate, frame.pts = self.sample_rate, 0
-                for packet in self._sound.encode(frame):
-                    self.container.mux(packet)
-                for packet in self._sound.encode(None):
-                    self.container.mux(packet)
             self.container.close()
             if self.path.exists():
                 raise FileExistsError(f"{self.path} appeared while it was written; not overwriting it")
@@ -94,9 +74,8 @@ class LosslessWriter:
         self.temp.unlink(missing_ok=True)
 
 
-def write_lossless(path: str | os.PathLike, frames: Iterable[np.ndarray], fps, audio: np.ndarray | None = None,
-                   sample_rate: int = 0) -> Path:
-    writer = LosslessWriter(path, fps, audio, sample_rate)
+def write_lossless(path: str | os.PathLike, frames: Iterable[np.ndarray], fps) -> Path:
+    writer = LosslessWriter(path, fps)
     try:
         for frame in frames:
             writer.write(frame)

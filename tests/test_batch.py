@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import uuid
 from fractions import Fraction
 from pathlib import Path
 
@@ -263,3 +264,65 @@ def test_cli_refuses_missing_models_before_starting_anything(tmp_path, batch_med
                      "--output-dir", str(tmp_path / "out"), "--models-dir", str(tmp_path / "models")])
     assert rc == 3 and "checkpoint.pt" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+class EchoPool:
+    """A pool whose "workflow" returns its sub-clip's own frames unchanged (no ComfyUI): tests cutting, stitching,
+    the manifest and failure handling on their own.  Chunks in ``fail`` always raise."""
+
+    def __init__(self, folder: Path, fail=()):
+        self.folder, self.fail, self.queue, self.size, self.runs = folder, set(fail), [], 1, []
+
+    def idle(self):
+        return 0 if self.queue else 1
+
+    def busy(self):
+        return bool(self.queue)
+
+    def submit(self, key, task):
+        self.queue.append((key, task))
+
+    def wait(self):
+        key, task = self.queue.pop(0)
+        self.runs.append(key)
+        if key[1] in self.fail:
+            return key, None, RuntimeError("node 7 (Diff2LipLipSync) failed: boom")
+        name, data = task["video"]
+        tag = uuid.uuid4().hex
+        src = self.folder / f"{tag}_{name}"
+        src.write_bytes(data)
+        frames = list(iter_video_frames(src))
+        end = len(frames) if task["keep_count"] == 0 else task["keep_start"] + task["keep_count"]
+        out = write_lossless(self.folder / f"{tag}_out.mkv", frames[task["keep_start"]:end], video_rate(src))
+        return key, {"data": out.read_bytes(), "reports": [], "worker": "echo", "seconds": 0.0}, None
+
+
+def test_stitched_chunks_are_the_input_frames_and_a_failing_chunk_fails_only_its_clip(tmp_path, batch_media):
+    work = tmp_path / "echo"
+    work.mkdir()
+    pool = EchoPool(work, fail={1})
+    jobs = _jobs(batch_media)
+    videos = run_batch(_prompt(), jobs, tmp_path / "out", pool, chunk_seconds=0.6, context_seconds=0.3,
+                       progress=False, retries=1, keep_chunks=True)
+    by_name = {v.job.video.name: v for v in videos}
+    long = by_name["long.mp4"]
+    assert long.status == "failed" and "boom" in long.failed[1] and "output" not in long.entry
+    assert pool.runs.count((long.key, 1)) == 2  # run, retried once, then reported
+    for name in ("short1.mp4", "short2.mp4"):  # whole clips (shorter than a chunk) finish
+        video = by_name[name]
+        assert video.status == "done"
+        original = np.stack(list(iter_video_frames(batch_media / name))).astype(int)
+        assert np.array_equal(_stitched(tmp_path / "out", video), original)
+    # the long clip's finished chunks are its own frames, exactly
+    original = np.stack(list(iter_video_frames(batch_media / "long.mp4"))).astype(int)
+    for index in ("0", "2"):
+        record = long.entry["chunks"][index]
+        got = np.stack(list(iter_video_frames(tmp_path / "out" / record["file"]))).astype(int)
+        assert np.array_equal(got, original[record["start"]:record["end"]])
+    # resuming with the failure gone computes only the failed chunk, then encodes the clip once
+    pool = EchoPool(work)
+    videos = run_batch(_prompt(), jobs, tmp_path / "out", pool, chunk_seconds=0.6, context_seconds=0.3,
+                       progress=False, resume=True)
+    assert pool.runs == [(long.key, 1)] and all(v.status in ("done", "done before") for v in videos)
+    frames, fps, audio = read_video(tmp_path / "out" / "long.mp4")
+    assert len(frames) == 45 and abs(audio["waveform"].shape[-1] - 45 * 640) <= 1

@@ -26,7 +26,7 @@ from ..runner import apply_overrides, load_api_workflow, missing_model_files
 from .cut import audio_range, encode_final, load_audio, probe, subclips, write_subclip
 from .manifest import Manifest, file_record, sha256_file, verified
 from .plan import Chunk, Job, expand_inputs, pair_inputs, plan_chunks
-from .pool import LocalPool, RayPool, WorkerLost
+from .pool import LocalPool, RayPool
 from .workflow import check_batchable, needs_audio
 
 
