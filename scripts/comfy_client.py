@@ -111,6 +111,9 @@ class ComfyClient:
                     raw = ws.recv()
                 except websocket.WebSocketTimeoutException:
                     raw = None
+                except KeyboardInterrupt:  # Ctrl-C in the runner stops the prompt on the server too
+                    self.cancel(pid)
+                    raise
                 if time.monotonic() > deadline:
                     self.cancel(pid)  # a runner that gives up must not leave its prompt running on the server
                     raise PromptError(f"prompt {pid} did not finish within {timeout:g}s; it was interrupted on the "
