@@ -214,6 +214,7 @@ def test_chunked_two_ray_workers_with_one_killed_equal_the_unchunked_run(comfy_s
         out_frames, fps, out_audio = read_video(tmp_path / video.entry["output"]["file"])
         base_frames, _, base_audio = read_video(base_out / base[name].entry["output"]["file"])
         assert len(out_frames) == len(base_frames) == video.frames and abs(fps - 25.0) < 1e-6
+        assert np.abs(out_frames.astype(int) - base_frames.astype(int)).max() <= 1, name  # the final videos, decoded
         assert np.array_equal(out_audio["waveform"].numpy(), base_audio["waveform"].numpy())
         speech = read_audio(batch_media / f"{Path(name).stem}.wav")
         assert abs(out_audio["waveform"].shape[-1] - video.frames * 640) <= 1  # the speech, fitted to the video
@@ -326,3 +327,23 @@ def test_stitched_chunks_are_the_input_frames_and_a_failing_chunk_fails_only_its
     assert pool.runs == [(long.key, 1)] and all(v.status in ("done", "done before") for v in videos)
     frames, fps, audio = read_video(tmp_path / "out" / "long.mp4")
     assert len(frames) == 45 and abs(audio["waveform"].shape[-1] - 45 * 640) <= 1
+
+
+@pytest.mark.server
+def test_cli_without_ray_runs_a_clip_in_its_own_comfyui(tmp_path, batch_media, diff2lip_fixtures, capsys):
+    models = tmp_path / "models"
+    (models / "diff2lip").mkdir(parents=True)
+    (models / "diff2lip" / "tiny_unet.pt").symlink_to(diff2lip_fixtures / "tiny_unet.pt")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "short1.mp4").write_bytes(b"not ours")  # an existing file of the same name is never overwritten
+    args = [str(WORKFLOWS / "diff2lip_api.json"), "--inputs", str(batch_media / "short1.*"), "--output-dir", str(out),
+            "--models-dir", str(models)] + [a for s in TINY for a in ("--set", s)]
+    assert batch_main(args) == 0, capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert "chunks 1/1" in captured.err and "short1_0001.mp4" in captured.out  # progress bar, summary table
+    assert (out / "short1.mp4").read_bytes() == b"not ours"
+    frames, fps, audio = read_video(out / "short1_0001.mp4")
+    assert len(frames) == 8 and abs(fps - 25.0) < 1e-6 and audio is not None
+    report = json.loads((out / "short1_0001.json").read_text())
+    assert report["frames"] == 8 and report["workers"] == ["local"] and report["faces_found"] == 8

@@ -111,7 +111,10 @@ def encode_final(path: Path, chunk_files: list[Path], fps: Fraction, audio: dict
             written = 0
             for chunk_file in chunk_files:
                 for frame in iter_video_frames(chunk_file):
+                    # Converted to yuv420p here: left to the encoder, PyAV's implicit conversion gave different
+                    # bits for the same frames from run to run (tens of grey levels after x264), this one does not.
                     picture = av.VideoFrame.from_ndarray(_even_size(frame[None])[0], format="rgb24")
+                    picture = picture.reformat(format="yuv420p")
                     # explicit timestamps at the clip's own rate (x264's rate control reads frame durations)
                     picture.pts, picture.time_base = written, Fraction(1) / fps
                     _mux(container, stream, picture)
