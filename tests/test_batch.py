@@ -71,6 +71,22 @@ def test_workflow_rewrite_feeds_the_subclip_and_keeps_own_frames():
         chunk_prompt(load_api_workflow(WORKFLOWS / "gagavatar_api.json"), "a.mkv", None, 0, 0, "p")
 
 
+def test_workflow_rewrite_of_a_frame_stream_graph():
+    """The streaming form: Load Video (stream) -> lip sync stream -> Encode Stream -> Save Video."""
+    prompt = {"1": {"class_type": "TalkingHeadLoadVideoStream",
+                    "inputs": {"video": "x.mp4", "start_frame": 10, "frame_count": 5}},
+              "3": {"class_type": "TalkingHeadLoadAudio", "inputs": {"audio": "x.wav"}},
+              "7": {"class_type": "Diff2LipLipSyncStream", "inputs": {"stream": ["1", 0], "audio": ["3", 0]}},
+              "14": {"class_type": "TalkingHeadEncodeStream", "inputs": {"stream": ["7", 0], "crf": 18}},
+              "15": {"class_type": "SaveVideo", "inputs": {"video": ["14", 0], "filename_prefix": "p"}}}
+    out = chunk_prompt(prompt, "cut.mkv", "cut.wav", 3, 4, "q", fps=30.0)
+    assert out["1"]["inputs"] == {"video": "cut.mkv", "start_frame": 0, "frame_count": 0}
+    assert out["16"] == {"class_type": "TalkingHeadStreamToImages", "_meta": {"title": "Batch chunk frames"},
+                         "inputs": {"stream": ["7", 0], "chunk_size": 16}}
+    assert out["15"]["inputs"] == {"images": ["16", 0], "fps": 30.0, "filename_prefix": "q", "keep_start": 3,
+                                   "keep_count": 4}
+
+
 def test_inputs_pair_by_name_else_one_audio_for_all_else_own_sound(tmp_path):
     names = ["a.mp4", "b.mp4", "a.wav"]
     for n in names:

@@ -112,7 +112,7 @@ def make_tasks(prompt: dict, videos: list[Video], timeout: float):
         if not video.todo:
             continue
         whole = len(video.chunks) == 1
-        base = {"prompt": prompt, "timeout": timeout}
+        base = {"prompt": prompt, "timeout": timeout, "fps": float(video.fps)}
         if whole:
             chunk = video.chunks[0]
             audio = None if video.job.audio is None else (video.job.audio.name, video.job.audio.read_bytes())

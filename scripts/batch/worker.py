@@ -66,7 +66,7 @@ class ChunkWorker:
                     names[key] = f"batch_{tag}_{name}"
                     (self.server.input / names[key]).write_bytes(data)
             prompt = chunk_prompt(task["prompt"], names["video"], names.get("audio"), task["keep_start"],
-                                  task["keep_count"], f"batch_{tag}/chunk")
+                                  task["keep_count"], f"batch_{tag}/chunk", float(task.get("fps", 25.0)))
             result = self.server.run(prompt, timeout=task.get("timeout", 6 * 3600))
             last = result["messages"][-1]
             if last["type"] != "execution_success":
