@@ -21,8 +21,10 @@ class TalkingHeadSaveFramesLossless(io.ComfyNode):
                         "only a chunk's own frames; the final video is encoded once from these chunks.",
             inputs=[
                 io.Image.Input("images"),
-                io.Float.Input("fps", default=25.0, min=0.01, max=1000.0, step=0.001),
-                io.String.Input("filename_prefix", default="talkinghead/chunk"),
+                io.Float.Input("fps", default=25.0, min=0.01, max=1000.0, step=0.001,
+                               tooltip="Frame rate written into the file."),
+                io.String.Input("filename_prefix", default="talkinghead/chunk",
+                                tooltip="Output subfolder/name prefix (a counter is appended)."),
                 io.Int.Input("keep_start", default=0, min=0, max=2**31 - 1,
                              tooltip="First frame to keep (context frames before it are dropped)."),
                 io.Int.Input("keep_count", default=0, min=0, max=2**31 - 1,

@@ -48,6 +48,7 @@ EXPECTED_NODES = {
     "GAGAvatarTrackVideo": ({"tracker", "frames", "fps", "drop_high_fps", "steps"},
                             ["GAGAVATAR_DRIVER", "IMAGE", "FLOAT", "STRING"]),
     "GAGAvatarSaveTracked": ({"driver", "folder_name"}, ["STRING"]),
+    "TalkingHeadSaveFramesLossless": ({"images", "fps", "filename_prefix", "keep_start", "keep_count"}, []),
 }
 
 
