@@ -133,21 +133,26 @@ class Diff2LipColorMatch(io.ComfyNode):
             description="Matches the generated region's colour to the surrounding original skin (Lab mean/std or "
                         "histogram, measured in a band along the region's edge).",
             inputs=[io.Image.Input("original"), io.Image.Input("generated"), io.Mask.Input("mask"),
-                    io.Combo.Input("method", options=["lab_meanstd", "histogram"], default="lab_meanstd",
-                                   tooltip="Lab mean/std transfer, or per-channel Lab histogram matching."),
+                    io.Combo.Input("method", options=["lab_meanstd", "histogram", "none"], default="lab_meanstd",
+                                   tooltip="Lab mean/std transfer, per-channel Lab histogram matching, or none "
+                                           "(white balance only)."),
                     io.Float.Input("band_px", default=8.0, min=1.0, max=64.0, step=1.0,
-                                   tooltip="Width of the comparison band along the mask edge.")],
+                                   tooltip="Width of the comparison band along the mask edge."),
+                    io.Combo.Input("white_balance", options=["off", "gray_world", "shades_of_gray"], default="off",
+                                   optional=True,
+                                   tooltip="Before the transfer: scale the region's RGB so its illuminant (gray "
+                                           "world, or shades of gray p=6, on the band) equals the original's.")],
             outputs=[io.Image.Output(display_name="frames")],
         )
 
     @classmethod
-    def execute(cls, original, generated, mask, method, band_px):
+    def execute(cls, original, generated, mask, method, band_px, white_balance="off"):
         from ..pipelines.diff2lip_enhance import match_color
 
         check_finite(original, "Diff2Lip Colour Match", "original")
         gen, masks = _frames_and_mask(generated, mask, "Diff2Lip Colour Match", ("generated", "mask"))
         out = match_color(image_to_numpy(original), gen, masks, method=method, band_px=band_px,
-                          progress=progress_callback(len(gen)))
+                          progress=progress_callback(len(gen)), white_balance=white_balance)
         return io.NodeOutput(numpy_to_image(out))
 
 

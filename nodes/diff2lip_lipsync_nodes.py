@@ -113,6 +113,11 @@ class Diff2LipLipSync(io.ComfyNode):
                 io.UpscaleModel.Input("upscale_model", optional=True,
                                       tooltip="Super-resolution for the 128 px generated crop before it is resized "
                                               "into a larger face box (e.g. RealESRGAN_x2plus via Load Upscale Model)."),
+                io.Combo.Input("sampling_mask", options=["lower_half", "lip_region"], default="lower_half",
+                               optional=True,
+                               tooltip="What the diffusion re-generates: the lower half of the face crop (the "
+                                       "release) or the FaceMesh lip region expanded (experimental; untested with "
+                                       "the released weights, which were trained on the lower half)."),
             ],
             outputs=[io.Image.Output(display_name="frames"), io.Audio.Output(display_name="audio"),
                      io.Mask.Output(display_name="generated_mask"), io.String.Output(display_name="report")],
@@ -125,10 +130,11 @@ class Diff2LipLipSync(io.ComfyNode):
     @classmethod
     def execute(cls, frames, audio, fps, model, detector, quality, custom_steps, seed, batch_size, face, face_index,
                 pad_top, pad_bottom, pad_left, pad_right, paste, close_mouth_in_silence, flow_guided_start=0.0,
-                upscale_model=None):
+                upscale_model=None, sampling_mask="lower_half"):
         from ..pipelines.audio_enhance import speech_for_frames
         from ..pipelines.diff2lip import lipsync
         from ..pipelines.diff2lip.presets import PASTE_MODES, steps_for
+        from ..pipelines.diff2lip_enhance.sampling_mask import sampling_mask_maker
         from ..pipelines.media import make_audio
 
         node = "Diff2Lip Lip Sync"
@@ -145,7 +151,8 @@ class Diff2LipLipSync(io.ComfyNode):
                                     batch_size=batch_size, pads=(pad_top, pad_bottom, pad_left, pad_right),
                                     pick=_pick(face, face_index),
                                     progress=progress_callback(len(array)), upscale=upscale, active_frames=active,
-                                    flow_start=flow_guided_start, paste_whole_box=PASTE_MODES[paste])
+                                    flow_start=flow_guided_start, paste_whole_box=PASTE_MODES[paste],
+                                    sampling_mask=sampling_mask_maker(sampling_mask))
         report["steps"] = steps
         report["paste"] = paste
         if active is not None:

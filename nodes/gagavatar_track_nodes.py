@@ -9,7 +9,7 @@ import torch
 from comfy_api.latest import io
 
 from .common import ModelCache, image_to_numpy, log, numpy_to_image, progress_callback, torch_device
-from .guards import check_finite, check_fps, output_folder
+from .guards import check_finite, check_fps, node_errors, output_folder
 from .sockets import FLAME_MODEL, GAGAVATAR_DRIVER, GAGAVATAR_SOURCE
 
 from .sockets import GAGAVATAR_TRACKER
@@ -62,10 +62,11 @@ class GAGAvatarTrackerLoader(io.ComfyNode):
                                 face_detection_folder=_first_folder("face_detection"), matting=MATTING[matting],
                                 face_box=FACE_BOX[face_box])
 
-        if not os.path.isfile(key_file):
-            return io.NodeOutput(load())  # raises FileNotFoundError naming every missing file and where it goes
-        tracker = _trackers.get(key_file, device, torch.float32, load,
-                                extra=(matting, face_box, id(flame.module) if flame else None))
+        with node_errors("Tracker Loader (GAGAvatar)"):
+            if not os.path.isfile(key_file):
+                return io.NodeOutput(load())  # raises FileNotFoundError naming every missing file and where it goes
+            tracker = _trackers.get(key_file, device, torch.float32, load,
+                                    extra=(matting, face_box, id(flame.module) if flame else None))
         return io.NodeOutput(tracker)
 
 
