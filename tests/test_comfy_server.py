@@ -53,6 +53,7 @@ EXPECTED_NODES = {
                             ["STRING", "IMAGE", "FLOAT"]),
     "Diff2LipArtifactCheck": ({"frames", "mask", "replace", "blockiness_limit", "spike_mads"}, ["IMAGE", "STRING"]),
     "GAGAvatarSelfReenactMetrics": ({"driver_frames", "rendered"}, ["STRING", "IMAGE"]),
+    "TalkingHeadSaveFramesLossless": ({"images", "fps", "filename_prefix", "keep_start", "keep_count"}, []),
 }
 
 
