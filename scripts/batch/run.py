@@ -187,6 +187,10 @@ def finish_video(manifest: Manifest, video: Video, overwrite: bool, keep_chunks:
     video.entry["chunks"] = {}
     manifest.save()
     shutil.rmtree(manifest.root / "chunks" / video.key, ignore_errors=True)
+    try:
+        (manifest.root / "chunks").rmdir()  # once no clip has chunks left
+    except OSError:
+        pass
 
 
 def run_batch(prompt: dict, jobs: list[Job], output_dir: Path, pool, *, chunk_seconds: float = 0.0,
