@@ -131,15 +131,6 @@ def file_signature(path: str | os.PathLike) -> str:
     return f"{real}:{st.st_size}:{st.st_mtime_ns}"
 
 
-def check_regular_file_size(path: str | os.PathLike, limit: int, node: str, what: str) -> int:
-    """Size of the regular file ``path``; ``ValueError`` when it is larger than ``limit`` bytes."""
-    size = os.stat(path).st_size
-    if size > limit:
-        raise ValueError(f"{node}: {what} {os.path.basename(path)} is {size / 2**20:.0f} MiB, more than the "
-                         f"{limit / 2**20:.0f} MiB this pack reads; is it the right file?")
-    return size
-
-
 def existing_roots(paths: Iterable[str | os.PathLike]) -> list[str]:
     """The given folders that exist, resolved, without duplicates (order kept)."""
     seen: list[str] = []

@@ -39,7 +39,7 @@ def _diff2lip_core(enhanced: bool) -> dict:
                   seed=7, batch_size=0, face="largest" if enhanced else "most confident", face_index=0, pad_top=0,
                   pad_bottom=10 if enhanced else 0, pad_left=0, pad_right=0,
                   paste="lower half" if enhanced else "whole box (release)", close_mouth_in_silence=enhanced,
-                  flow_guided_start=0.0),
+                  flow_guided_start=0.0, sampling_mask="lower_half"),
     }
     if enhanced:
         g["4"] = node("Diff2LipAudioCleanup", "Audio Clean-up", audio=["3", 0], denoise=True, compress=False,
@@ -65,17 +65,22 @@ def diff2lip_enhanced() -> dict:
                   generated_mask=["7", 2], mode="lip mask", expansion=1.2, feather=0.2, adaptive_gain=1.0,
                   smooth_window=5, landmarks="FaceMesh (built-in)"),
         "10": node("Diff2LipColorMatch", "Colour Match", original=["2", 0], generated=["9", 0], mask=["9", 1],
-                   method="lab_meanstd", band_px=8.0),
+                   method="lab_meanstd", band_px=8.0, white_balance="off"),
         "11": node("Diff2LipTemporalSmooth", "Temporal Smooth", frames=["10", 0], mask=["9", 1], strength=0.5,
                    method="flow (DIS)"),
         "12": node("Diff2LipDenoiseRegion", "Artifact Reduction", frames=["11", 0], mask=["9", 1],
                    method="bilateral", strength=0.3),
         "13": node("Diff2LipSharpen", "Sharpen Mouth", frames=["12", 0], mask=["9", 1], strength=0.3, sigma=1.0),
-        "14": node("CreateVideo", "Create Video", images=["13", 0], fps=["2", 2], audio=["7", 1]),
+        "18": node("Diff2LipArtifactCheck", "Artifact Check", frames=["13", 0], mask=["9", 1], replace=False,
+                   blockiness_limit=1.6, spike_mads=6.0),
+        "14": node("CreateVideo", "Create Video", images=["18", 0], fps=["2", 2], audio=["7", 1]),
         "15": node("SaveVideo", "Save Video", video=["14", 0], filename_prefix="talkinghead/diff2lip_enhanced",
                    format="auto", codec="auto"),
         "16": node("Diff2LipQualityMetrics", "Quality Metrics", original=["2", 0], output=["13", 0],
                    generated_mask=["7", 2], composite_mask=["9", 1], landmarks=True),
+        "17": node("Diff2LipSyncMetrics", "Lip-Sync Metrics", original=["2", 0], output=["18", 0], audio=["7", 1],
+                   generated_mask=["7", 2], fps=["2", 2], syncnet="auto", composite_mask=["9", 1]),
+        "19": node("PreviewImage", "Metrics Plot", images=["17", 1]),
     })
     return g
 
@@ -121,6 +126,10 @@ def gagavatar_enhanced() -> dict:
                    strength=0.5, source=["3", 0])
     g["9"] = node("SaveVideo", "Save Video", video=["8", 0], filename_prefix="talkinghead/gagavatar_enhanced",
                   format="auto", codec="auto")
+    # self-reenactment: the driver's own crops are the ground truth of each rendered frame
+    g["15"] = node("GAGAvatarSelfReenactMetrics", "Self-Reenactment Metrics", driver_frames=["4", 1],
+                   rendered=["14", 0])
+    g["16"] = node("PreviewImage", "Metrics Plot", images=["15", 1])
     return g
 
 

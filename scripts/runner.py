@@ -232,6 +232,9 @@ def _main(argv: list[str] | None) -> int:
     args = ap.parse_args(argv)
 
     workflow = load_api_workflow(args.workflow)
+    missing_inputs = [str(f) for f in args.inputs if not f.is_file()]
+    if missing_inputs:
+        raise UsageError(f"--input {', '.join(missing_inputs)}: not a file")
     if args.url:
         if args.inputs:
             print("--input is only used with the embedded server; put files in that ComfyUI's input folder",

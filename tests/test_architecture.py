@@ -127,6 +127,15 @@ def test_base_stages_do_not_import_their_enhancements():
     assert not upward, "a base stage must work without its enhancement package:\n" + "\n".join(upward)
 
 
+def test_evaluation_code_stays_out_of_the_products():
+    """Synthetic data and metrics that only the tests and benchmarks use live in ``evaluation`` modules, which no
+    node, pipeline or model imports."""
+    found = [f"{_where(path, line)} imports {module}" for path, module, line in
+             _relative_imports(("models", "pipelines", "nodes"))
+             if ".evaluation" in f".{module}" and not path.name == "evaluation.py"]
+    assert not found, "evaluation modules are for tests and benchmarks only:\n" + "\n".join(found)
+
+
 @pytest.mark.parametrize("path", pack_files("nodes"), ids=lambda p: p.name)
 def test_node_files_stay_small(path):
     lines = len(path.read_text(encoding="utf-8").splitlines())

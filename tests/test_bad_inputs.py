@@ -156,6 +156,9 @@ def test_tracked_driver_is_read_only_inside_the_input_folder(comfy_server, tmp_p
     state, message = _outcome(comfy_server, _driver_prompt("sneaky_driver", fps=25.0))
     assert state == "error" and "smoothed.pkl in that folder points outside" in message
     assert _outcome(comfy_server, _driver_prompt("inside_driver", fps=25.0)) == ("success", "")
+    # a folder configured as 'gagavatar_tracked' in extra_model_paths.yaml (see conftest) is allowed too
+    synth.write_synthetic_driver(comfy_server.base / "tracked_extra" / "configured_driver", num_frames=2)
+    assert _outcome(comfy_server, _driver_prompt("configured_driver", fps=25.0)) == ("success", "")
 
 
 @pytest.mark.server
@@ -194,6 +197,21 @@ def test_crafted_driver_pickles_never_run_code_or_expand(comfy_server, tmp_path)
     state, message = _outcome(comfy_server, _driver_prompt("bomb_driver", fps=25.0))
     assert state == "error" and "expands to more than" in message
     assert time.monotonic() - started < 30
+
+    listed = comfy_server.input / "list_driver"  # a pickle of the wrong structure
+    listed.mkdir()
+    (listed / "smoothed.pkl").write_bytes(pickle.dumps([np.zeros(100, np.float32)], protocol=2))
+    state, message = _outcome(comfy_server, _driver_prompt("list_driver", fps=25.0))
+    assert state == "error" and "expected a non-empty dict of per-frame records" in message
+
+    nan_driver = comfy_server.input / "nan_driver"
+    truth = synth.write_synthetic_driver(nan_driver, num_frames=3)
+    records = {key: {name: truth[name][i] for name in ("expcode", "posecode", "eyecode", "transform_matrix")}
+               for i, key in enumerate(truth["keys"])}
+    records[truth["keys"][1]]["expcode"] = np.full(100, np.nan, np.float32)
+    (nan_driver / "smoothed.pkl").write_bytes(pickle.dumps(records, protocol=2))
+    state, message = _outcome(comfy_server, _driver_prompt("nan_driver", fps=25.0))
+    assert state == "error" and f"field 'expcode' holds NaN/inf in 1 frame(s), first '{truth['keys'][1]}'" in message
 
     deep = comfy_server.input / "deep_driver"
     deep.mkdir()
@@ -285,6 +303,11 @@ def test_checkpoint_reader_messages_without_a_server(tmp_path, diff2lip_fixtures
     torch.save([torch.zeros(1)], tmp_path / "list.pt")
     with pytest.raises(CheckpointError, match="holds a list, not a S3FD state dict"):
         read_checkpoint(tmp_path / "list.pt", "S3FD")
+    (tmp_path / "plain.pt").write_bytes(pickle.dumps({"weight": np.zeros(2)}, protocol=4))
+    with pytest.raises(CheckpointError, match=r"plain\.pt is a plain Python pickle, not a PyTorch checkpoint"):
+        read_checkpoint(tmp_path / "plain.pt", "Diff2Lip")
+    torch.save({"weight": torch.ones(2)}, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    assert read_checkpoint(tmp_path / "legacy.pt", "x")["weight"].tolist() == [1.0, 1.0]  # pre-1.6 format still reads
     half = read_checkpoint({"a": torch.ones(2, dtype=torch.bfloat16)}, "x")
     assert half["a"].dtype == torch.float32
 
@@ -418,6 +441,10 @@ def test_flame_convert_command_writes_the_model_and_never_runs_code(tmp_path):
     bad = subprocess.run([*command, str(tmp_path / "evil_embedding.npy"), "--models-dir", str(models)],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 1 and "refusing to load" in bad.stderr and "Traceback" not in bad.stderr
+    (tmp_path / "not_flame.pkl").write_bytes(pickle.dumps({"v_template": np.zeros((3, 3))}, protocol=2))
+    wrong = subprocess.run([*command[:-1], str(tmp_path / "not_flame.pkl"), "--models-dir", str(models)],
+                           capture_output=True, text=True, timeout=300)
+    assert wrong.returncode == 1 and "is not a FLAME model file: missing ['f', 'shapedirs'" in wrong.stderr
     assert not marker.exists() and not (models / "flame" / "FLAME_with_eye.pt").exists()
 
     good = subprocess.run([*command, "--models-dir", str(models)], capture_output=True, text=True, timeout=300)
@@ -606,6 +633,8 @@ def test_runner_usage_errors_are_one_line_with_status_2(tmp_path, capsys):
     assert f"node {node_id} (Diff2LipLipSync) has no input 'sed'" in err and "seed" in err and "fps" in err
     assert _runner(workflow, "--set", "NoSuchNode.seed=3", "--models-dir", tmp_path) == 2
     assert "matches 0 nodes" in _one_line_error(capsys)
+    assert _runner(workflow, "--input", tmp_path / "absent.wav", "--models-dir", tmp_path) == 2
+    assert "absent.wav: not a file" in _one_line_error(capsys)
 
 
 def test_runner_reports_unreachable_and_foreign_servers(tmp_path, capsys, weights_server):

@@ -7,7 +7,7 @@ import pytest
 from talkinghead.models.flame import load_flame
 from talkinghead.pipelines.gagavatar import TrackedDriver, as_driver
 from talkinghead.pipelines.gagavatar_enhance import enhance_driver, enhance_frames, get_preset
-from talkinghead.pipelines.gagavatar_enhance.synthetic import synthetic_driver_track
+from talkinghead.pipelines.gagavatar_enhance.evaluation import synthetic_driver_track
 
 
 @pytest.fixture(scope="module")

@@ -110,6 +110,12 @@ def test_enhanced_diff2lip_workflow_with_short_audio(server):
     assert metrics["max_abs_outside"] < 1e-6  # outside the generated region the output equals the input
     lipsync = json.loads(result["history"]["outputs"]["7"]["text"][0])
     assert "silent_frames_kept" in lipsync and "upscale_ms_per_frame" in lipsync
+    sync = json.loads(result["history"]["outputs"]["17"]["text"][0])
+    assert "syncnet_v2.model" in sync["lip_sync"]["absent"]  # no SyncNet weights in this server
+    assert sync["av_offset_proxy"]["method"].startswith("proxy") and sync["psnr_outside"] > 40
+    assert "flagged_frames" in sync["artifacts"] and "flagged_frames" in json.loads(
+        result["history"]["outputs"]["18"]["text"][0])
+    assert result["history"]["outputs"]["19"]["images"]  # the per-frame plot
 
 
 @pytest.mark.parametrize("name", ["gagavatar", "gagavatar_enhanced"])
@@ -123,6 +129,10 @@ def test_gagavatar_workflows_render_the_driver_at_its_frame_rate(server, name):
     assert len(frames) == 5 and abs(fps - 30.0) < 1e-3
     assert frames.std() > 1.0  # something was rendered
     assert any(m["data"]["node"] == "6" for m in _events(result, "progress"))
+    if name == "gagavatar_enhanced":
+        metrics = json.loads(result["history"]["outputs"]["15"]["text"][0])
+        assert metrics["frames"] == 5 and np.isfinite(metrics["psnr"]) and "absent" in metrics["lpips"]
+        assert result["history"]["outputs"]["16"]["images"]
 
 
 def test_interrupt_stops_a_long_lipsync_mid_run(server):
