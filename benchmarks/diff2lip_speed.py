@@ -14,7 +14,7 @@ Differences are taken against the ``fp32`` path: ``*_maxdiff``/``*_meandiff`` on
 (the quantity the 1e-4 bound is about), ``*_pixel_maxdiff``/``*_pixel_meandiff`` on the final composited crops as
 uint8 (0..255).  The last line printed is JSON.
 
-    .venv/bin/python benchmarks/diff2lip_speed.py [--frames 8] [--steps 1] [--rounds 3] [--tiny] [--no-compile]
+    .venv/bin/python benchmarks/diff2lip_speed.py [--frames 8] [--steps 1] [--rounds 3] [--tiny] [--no-compile] [--threads N]
 """
 from __future__ import annotations
 
@@ -65,9 +65,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--tiny", action="store_true", help="the fixtures' tiny checkpoint instead of release size")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     parser.add_argument("--no-compile", action="store_true",
                         help="default path without torch.compile (the loader's compile switch off)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     model_module, pipeline = _import_pack()
     from talkinghead.models import speed
