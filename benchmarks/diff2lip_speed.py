@@ -28,7 +28,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-from diff2lip_unet import _import_pack, random_release_state_dict  # noqa: E402
+from diff2lip_unet import _modules, random_release_state_dict  # noqa: E402
 
 SHIPPED_BATCH = 8  # the bundled workflows' batch_size
 
@@ -72,7 +72,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    model_module, pipeline = _import_pack()
+    model_module, pipeline = _modules()
     from talkinghead.models import speed
 
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else

@@ -30,7 +30,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-from gagavatar_frame import FIXTURES, _import_pack, released_random_model  # noqa: E402
+from gagavatar_frame import FIXTURES, released_random_model  # noqa: E402
+from pack import load_pack  # noqa: E402
 
 
 def main() -> None:
@@ -40,7 +41,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--manifest", type=Path, default=FIXTURES / "gagavatar" / "model_full_keys.json")
     args = parser.parse_args()
-    _import_pack()
+    load_pack()
     import gagavatar_synth as synth
     from talkinghead.models import gaussian_rasterizer as gr
     from talkinghead.models import speed

@@ -41,9 +41,9 @@ def _json_tail(output: str) -> dict:
 
 
 def check_rasteriser(device: str) -> dict:
-    from import_pack import import_pack
+    from pack import load_pack
 
-    import_pack()
+    load_pack()
     from talkinghead.models import gaussian_rasterizer as gr
 
     if device != "cuda" or not gr._gsplat_importable():
