@@ -23,18 +23,19 @@ def node(class_type: str, title: str | None = None, **inputs) -> dict:
 
 
 def _diff2lip_core(enhanced: bool) -> dict:
+    """Streaming: the video is decoded, lip-synced, enhanced and encoded chunk by chunk (memory independent of the
+    clip's length); the IMAGE-batch nodes stay available for short clips and other packs."""
     g = {
-        "1": node("LoadVideo", "Load Video", file=SAMPLE_VIDEO),
-        "2": node("GetVideoComponents", "Video Components", video=["1", 0]),
+        "1": node("TalkingHeadLoadVideoStream", "Load Video", video=SAMPLE_VIDEO, start_frame=0, frame_count=0),
         "3": node("TalkingHeadLoadAudio", "Driving Speech", audio=SAMPLE_SPEECH),
         "5": node("Diff2LipModelLoader", "Diff2Lip Model", ckpt_name="checkpoint.pt", precision="auto",
                   num_head_channels=64),
         "6": node("Diff2LipFaceDetectorLoader", "Face Detector", detector="BlazeFace short-range (built-in)",
                   min_confidence=0.5, max_side=0),
-        "7": node("Diff2LipLipSync", "Lip Sync", frames=["2", 0], audio=["4" if enhanced else "3", 0], fps=["2", 2],
+        "7": node("Diff2LipLipSyncStream", "Lip Sync", stream=["1", 0], audio=["4" if enhanced else "3", 0],
                   model=["5", 0], detector=["6", 0], quality="high" if enhanced else "balanced", custom_steps=25,
                   seed=7, batch_size=8, face="largest", face_index=0, pad_top=0, pad_bottom=10, pad_left=0,
-                  pad_right=0, close_mouth_in_silence=enhanced, flow_guided_start=0.0),
+                  pad_right=0, close_mouth_in_silence=enhanced, flow_guided_start=0.0, max_gap=5),
     }
     if enhanced:
         g["4"] = node("Diff2LipAudioCleanup", "Audio Clean-up", audio=["3", 0], denoise=True, compress=False,
@@ -45,34 +46,30 @@ def _diff2lip_core(enhanced: bool) -> dict:
     return g
 
 
-def diff2lip_plain() -> dict:
-    g = _diff2lip_core(enhanced=False)
-    g["14"] = node("CreateVideo", "Create Video", images=["7", 0], fps=["2", 2], audio=["7", 1])
-    g["15"] = node("SaveVideo", "Save Video", video=["14", 0], filename_prefix="talkinghead/diff2lip",
-                   format="auto", codec="auto")
+def _encode(g: dict, frames_from: list, prefix: str) -> dict:
+    g["14"] = node("TalkingHeadEncodeStream", "Encode Video", stream=frames_from, codec="h264", crf=18,
+                   chunk_size=16)
+    g["15"] = node("SaveVideo", "Save Video", video=["14", 0], filename_prefix=prefix, format="auto", codec="auto")
     return g
+
+
+def diff2lip_plain() -> dict:
+    return _encode(_diff2lip_core(enhanced=False), ["7", 0], "talkinghead/diff2lip")
 
 
 def diff2lip_enhanced() -> dict:
     g = _diff2lip_core(enhanced=True)
     g.update({
-        "9": node("Diff2LipLipMaskComposite", "Lip-Mask Composite", original=["2", 0], generated=["7", 0],
-                  generated_mask=["7", 2], mode="lip mask", expansion=1.2, feather=0.2, adaptive_gain=1.0,
-                  smooth_window=5, landmarks="FaceMesh (built-in)"),
-        "10": node("Diff2LipColorMatch", "Colour Match", original=["2", 0], generated=["9", 0], mask=["9", 1],
-                   method="lab_meanstd", band_px=8.0),
-        "11": node("Diff2LipTemporalSmooth", "Temporal Smooth", frames=["10", 0], mask=["9", 1], strength=0.5,
+        "9": node("Diff2LipLipMaskCompositeStream", "Lip-Mask Composite", stream=["7", 0], mode="lip mask",
+                  expansion=1.2, feather=0.2, adaptive_gain=1.0, smooth_window=5, landmarks="FaceMesh (built-in)"),
+        "10": node("Diff2LipColorMatchStream", "Colour Match", stream=["9", 0], method="lab_meanstd", band_px=8.0),
+        "11": node("Diff2LipTemporalSmoothStream", "Temporal Smooth", stream=["10", 0], strength=0.5,
                    method="flow (DIS)"),
-        "12": node("Diff2LipDenoiseRegion", "Artifact Reduction", frames=["11", 0], mask=["9", 1],
-                   method="bilateral", strength=0.3),
-        "13": node("Diff2LipSharpen", "Sharpen Mouth", frames=["12", 0], mask=["9", 1], strength=0.3, sigma=1.0),
-        "14": node("CreateVideo", "Create Video", images=["13", 0], fps=["2", 2], audio=["7", 1]),
-        "15": node("SaveVideo", "Save Video", video=["14", 0], filename_prefix="talkinghead/diff2lip_enhanced",
-                   format="auto", codec="auto"),
-        "16": node("Diff2LipQualityMetrics", "Quality Metrics", original=["2", 0], output=["13", 0],
-                   generated_mask=["7", 2], composite_mask=["9", 1], landmarks=True),
+        "12": node("Diff2LipDenoiseRegionStream", "Artifact Reduction", stream=["11", 0], method="bilateral",
+                   strength=0.3),
+        "13": node("Diff2LipSharpenStream", "Sharpen Mouth", stream=["12", 0], strength=0.3, sigma=1.0),
     })
-    return g
+    return _encode(g, ["13", 0], "talkinghead/diff2lip_enhanced")
 
 
 def _gagavatar_inputs() -> dict:

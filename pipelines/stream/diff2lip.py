@@ -33,6 +33,7 @@ class LipSyncStage(Stage):
     model: object = not_signed()
     detect: Callable = not_signed()
     upscale: Callable | None = not_signed(default=None)
+    check_cancel: Callable[[], None] | None = not_signed(default=None)  # called every DDIM step; raises to stop
     identity: str = ""  # what the live objects above are (model file, detector settings), for the signature
     audio_signature: str = ""
     steps: int = 25
@@ -111,10 +112,10 @@ class _LipSyncRun(StageRun):
         if self.skip and self.previous is not None and self.previous[0] == indices[0] - 1:
             x_init = flow_guided_start(stage.model, self.previous[2], self.previous[1], crops[0], stage.steps,
                                        self.skip, stage.seed)
-            faces = generate_faces(stage.model, crops, self.mels[indices], stage.steps, stage.seed, None, x_init,
+            faces = generate_faces(stage.model, crops, self.mels[indices], stage.steps, stage.seed, self._tick, x_init,
                                    self.skip)
         else:
-            faces = generate_faces(stage.model, crops, self.mels[indices], stage.steps, stage.seed)
+            faces = generate_faces(stage.model, crops, self.mels[indices], stage.steps, stage.seed, self._tick)
         self.previous = (indices[-1], crops[-1], faces[-1])
         output = np.stack(frames)  # a copy: the originals stay untouched
         masks = np.zeros(output.shape[:3], np.float32)
@@ -125,6 +126,10 @@ class _LipSyncRun(StageRun):
             entry[0].set_mask("generated", masks[k])
             entry[2] = True
         self.counts["generated"] += len(batch)
+
+    def _tick(self, _done, _total) -> None:
+        if self.stage.check_cancel is not None:
+            self.stage.check_cancel()
 
     def _ready(self) -> list[FrameItem]:
         out = []
@@ -151,6 +156,8 @@ class _LipSyncRun(StageRun):
             report["passed_through_frames"] = self.passed
         if self.stage.close_mouth_in_silence:
             report["silent_frames_kept"] = int((~self.active).sum())
+        if hasattr(self.stage.upscale, "ms_per_crop"):
+            report["upscale_ms_per_frame"] = round(self.stage.upscale.ms_per_crop(), 1)
         return {"lip_sync": report}
 
 
