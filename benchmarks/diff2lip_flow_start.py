@@ -1,4 +1,4 @@
-"""Flow-guided initialisation of each frame's DDIM (seed phase 4.2) vs the reference's shared seed noise.
+"""Flow-guided initialisation of each frame's DDIM (an addition of this pack) vs the reference's shared seed noise.
 
     .venv/bin/python benchmarks/diff2lip_flow_start.py [--frames 12] [--steps 10]
 

@@ -2,7 +2,7 @@
 
 The cloud imitates GAGAvatar's layout (5,023 points on a head-sized ellipsoid plus two 296² lifted planes) with
 scales and opacities chosen so the projected radii match the formula-weight render fixture (mean ≈ 33 px,
-5th–95th percentile ≈ 22–47 px, ~4.1 M Gaussian–tile rectangle pairs; gagavatar.md §9.8, §10).
+5th–95th percentile ≈ 22–47 px, ~4.1 M Gaussian–tile rectangle pairs).
 
     .venv/bin/python benchmarks/gaussian_rasterizer.py [--repeat 2] [--threads 2] [--backend torch|gsplat]
 
@@ -33,15 +33,15 @@ def _import_rasterizer():
     return gaussian_rasterizer
 
 
-def front_camera(distance: float = 9.0, focal: float = 12.0):
-    """GAGAvatar's camera (pipelines.gagavatar.camera_matrices) looking at the origin from ``distance`` along +z."""
-    from talkinghead.pipelines.gagavatar import camera_matrices, camera_tanfov
+def front_camera(distance: float = 9.0):
+    """GAGAvatar's camera (models.camera_geometry.camera_matrices) looking at the origin from ``distance`` along +z."""
+    from talkinghead.models.camera_geometry import FOCAL_LENGTH, camera_matrices, camera_tanfov
 
     transform = torch.zeros(3, 4)
     transform[:, :3] = torch.eye(3)
     transform[2, 3] = distance
-    view, proj = camera_matrices(transform, focal)
-    return view, proj, camera_tanfov(focal)[0]
+    view, proj = camera_matrices(transform, FOCAL_LENGTH)
+    return view, proj, camera_tanfov(FOCAL_LENGTH)[0]
 
 
 def head_like_cloud(seed: int = 0, channels: int = 32, plane_side: int = 296, surface_points: int = 5023):

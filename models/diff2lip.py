@@ -1,6 +1,6 @@
 """Diff2Lip UNet (guided-diffusion UNet + mel audio encoder, "audio as style"), loadable from the official checkpoint.
 
-Re-implemented from the documented facts (docs/diff2lip.md §3); parameter names match the released ``checkpoint.pt``
+Re-implemented from the official code's behaviour; parameter names match the released ``checkpoint.pt``
 exactly, so it loads strictly.  The architecture is read from the tensors, so the release and any smaller variant
 built with the same code load without a config file.  Only the attention head width cannot be read from the weights
 (``num_head_channels``; 64 in the release).
@@ -10,22 +10,23 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .state_dict_file import read_checkpoint, require_keys
+
 __all__ = ["RELEASE_CONFIG", "Diff2LipConfig", "Diff2LipUNet", "infer_config", "load_diff2lip", "timestep_embedding"]
 
 # Diff2Lip's factory only builds these layouts (tfg_create_model); the image size cannot be read from the weights.
 _FACTORY_IMAGE_SIZES = {(1, 2, 3, 4): 64, (1, 1, 2, 3, 4): 128, (1, 1, 2, 3, 4, 4): 256, (0.5, 1, 1, 2, 2, 4, 4): 512}
-_AUDIO_WINDOW = (80, 16)  # mel bins x mel frames per video frame (trap 4)
+_AUDIO_WINDOW = (80, 16)  # mel bins x mel frames per video frame
 
 
 def timestep_embedding(timesteps: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """Sinusoidal embedding [N, dim] with the cosine half first (trap 13)."""
+    """Sinusoidal embedding [N, dim] with the cosine half first."""
     half = dim // 2
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=timesteps.device) / half)
     args = timesteps[:, None].float() * freqs[None]
@@ -33,7 +34,7 @@ def timestep_embedding(timesteps: torch.Tensor, dim: int, max_period: float = 10
 
 
 class GroupNorm32(nn.GroupNorm):
-    """GroupNorm(32) that always normalises in fp32 (trap 17) and returns the input dtype."""
+    """GroupNorm(32) that always normalises in fp32 and returns the input dtype."""
 
     def __init__(self, channels: int):
         super().__init__(32, channels, eps=1e-5)
@@ -43,7 +44,7 @@ class GroupNorm32(nn.GroupNorm):
 
 
 class ResBlock(nn.Module):
-    """Residual block; the embedding is added as a bias (no scale-shift norm, trap 1).
+    """Residual block; the embedding is added as a bias (no scale-shift norm).
 
     ``resample`` is None, ``"up"`` (nearest x2) or an avg-pool kernel such as (2, 2); it is applied to both branches
     between the first SiLU and the first conv, as in guided-diffusion's ``resblock_updown``.
@@ -76,7 +77,7 @@ class ResBlock(nn.Module):
 
 
 class AttentionBlock(nn.Module):
-    """Self-attention over the spatial positions with guided-diffusion's legacy head-major qkv layout (trap 14).
+    """Self-attention over the spatial positions with guided-diffusion's legacy head-major qkv layout.
 
     ``use_sdpa`` selects ``F.scaled_dot_product_attention``; it computes the same softmax(q·k/sqrt(ch))·v as the
     legacy path (which scales q and k by ch^-1/4 each and takes the softmax in fp32), equal up to float rounding.
@@ -130,7 +131,7 @@ class EmbedSequential(nn.Sequential):
 
 
 class AudioEncoder(nn.Module):
-    """Mel-window encoder ([N,80,16] -> [N,128,8,8]) with the reference defaults (§3.3); its own time MLP at t = 0."""
+    """Mel-window encoder ([N,80,16] -> [N,128,8,8]) with the reference defaults; its own time MLP at t = 0."""
 
     def __init__(self, audio_dim: int = 80, frames: int = 16, init_spatial_dim: int = 64, model_channels: int = 32,
                  channel_mult: tuple[int, ...] = (1, 2, 3, 4), num_res_blocks: int = 2):
@@ -147,7 +148,7 @@ class AudioEncoder(nn.Module):
                 blocks.append(EmbedSequential(ResBlock(ch, emb_dim, mult * model_channels)))
                 ch = mult * model_channels
             if level != len(channel_mult) - 1:
-                # Trap 16: the mel-channel axis is pooled alone until it is as small as the time axis.
+                # Anisotropic pooling: the mel-channel axis is pooled alone until it is as small as the time axis.
                 pool = (2, 1) if height > width else (2, 2)
                 blocks.append(EmbedSequential(ResBlock(ch, emb_dim, ch, resample=pool)))
                 height, width = height // pool[0], width // pool[1]
@@ -190,14 +191,14 @@ class Diff2LipConfig:
 
 RELEASE_CONFIG = Diff2LipConfig(model_channels=128, level_channels=(128, 128, 256, 384, 512), num_res_blocks=2,
                                 attention_levels=(2, 3, 4), num_head_channels=64, time_embed_dim=512)
-"""The released checkpoint's layout (§2: num_channels 128, channel_mult (1,1,2,3,4), attention at 32,16,8)."""
+"""The released checkpoint's layout (num_channels 128, channel_mult (1,1,2,3,4), attention at 32,16,8)."""
 
 
 class Diff2LipUNet(nn.Module):
     """TFGModel of Diff2Lip: 9-channel UNet (noisy target | masked target | reference) conditioned on t and audio.
 
     ``forward(x_t, timesteps, cond_img=, mask=, ref_img=, mels=)`` returns [N,6,H,W] (epsilon, variance values).
-    Audio enters only through the embedding: ``emb = time_mlp(t) + audio_style(mels)`` (trap 2).  The audio part does
+    Audio enters only through the embedding: ``emb = time_mlp(t) + audio_style(mels)``.  The audio part does
     not depend on t, so samplers compute it once with :meth:`encode_audio` and pass ``audio_style=`` at every step.
     """
 
@@ -253,7 +254,7 @@ class Diff2LipUNet(nn.Module):
 
     def convert_convs(self, dtype: torch.dtype) -> "Diff2LipUNet":
         """Mixed precision as the reference's ``convert_to_fp16``: body and audio convs in ``dtype``; the linear
-        layers, GroupNorm parameters and the output head stay fp32 (§3.1)."""
+        layers, GroupNorm parameters and the output head stay fp32."""
         for part in (self.input_blocks, self.middle_block, self.output_blocks, self.audio_encoder,
                      self.audio_encoder_to_style):
             for module in part.modules():
@@ -274,7 +275,7 @@ class Diff2LipUNet(nn.Module):
         return self.time_embed(timestep_embedding(timesteps, self.config.model_channels))
 
     def audio_features(self, mels: torch.Tensor) -> torch.Tensor:
-        """Audio encoder output [N,128,8,8] for mel windows [N,80,16] (bins x time, trap 4)."""
+        """Audio encoder output [N,128,8,8] for mel windows [N,80,16] (bins x time)."""
         if mels.ndim != 3 or tuple(mels.shape[1:]) != _AUDIO_WINDOW:
             raise ValueError(f"mels must be [N, 80, 16] (mel bins x mel frames), got {list(mels.shape)}; "
                              f"build them with pipelines.diff2lip.mel_windows")
@@ -308,7 +309,7 @@ class Diff2LipUNet(nn.Module):
             skips.append(h)
         h = self.middle_block(h, emb)
         for block in self.output_blocks:
-            h = block(torch.cat([h, skips.pop()], dim=1), emb)  # current features first, skip second (trap 15)
+            h = block(torch.cat([h, skips.pop()], dim=1), emb)  # current features first, skip second
         return self.out(h.to(x.dtype))
 
 
@@ -370,29 +371,13 @@ def infer_config(state_dict: Mapping[str, torch.Tensor], num_head_channels: int 
                           image_size=image_size or _image_size_for(_channel_mult(tuple(level_channels), int(mc))))
 
 
-def _unwrap_state_dict(obj) -> dict[str, torch.Tensor]:
-    """The release is a plain state dict (§1.1); re-saved copies may nest it or carry DDP's ``module.`` prefix."""
-    if isinstance(obj, Mapping):
-        for key in ("state_dict", "model", "ema"):
-            if isinstance(obj.get(key), Mapping):
-                return _unwrap_state_dict(obj[key])
-    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError("Diff2Lip checkpoint must hold a state dict of tensors (the official checkpoint.pt)")
-    if obj and all(k.startswith("module.") for k in obj):
-        return {k[len("module."):]: v for k, v in obj.items()}
-    return dict(obj)
-
-
 def _read_checkpoint(source) -> dict[str, torch.Tensor]:
-    if isinstance(source, Mapping):
-        return _unwrap_state_dict(source)
-    path = Path(source)
-    if not path.is_file():
-        raise ValueError(f"Diff2Lip checkpoint not found: {path}; put checkpoint.pt into models/diff2lip")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        return _unwrap_state_dict(load_file(str(path)))
-    return _unwrap_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    """The release is a plain state dict; re-saved copies may nest it, carry DDP's ``module.`` prefix or be
+    half precision (upcast: the model keeps fp32 weights)."""
+    state = read_checkpoint(source, "Diff2Lip")
+    require_keys(state, "Diff2Lip UNet", f"Diff2Lip file {source}" if not isinstance(source, Mapping) else "the state dict",
+                 ("input_blocks.", "out."), "Choose the official Diff2Lip checkpoint.pt (models/diff2lip).")
+    return state
 
 
 def _check_fits(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:

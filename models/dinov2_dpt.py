@@ -2,7 +2,7 @@
 
 State-dict layout is the official one under ``base_model.``: ``dino_model.*`` (the torch.hub DINOv2 names, which are
 timm's ``vit_base_patch14_dinov2`` names once the prefix is stripped; ``mask_token`` is training-only),
-``projects``, ``resize_layers``, ``layer_rn``, ``refinenet``, ``output_conv`` (docs/gagavatar.md §2.1).
+``projects``, ``resize_layers``, ``layer_rn``, ``refinenet``, ``output_conv``.
 Sizes are inferred from the tensors, so a smaller model of the same family loads through the same code.
 """
 from __future__ import annotations
@@ -139,7 +139,7 @@ class DinoDPTEncoder(nn.Module):
         self.output_conv = nn.Conv2d(features, features, 3, padding=1)
 
     def backbone_tokens(self, normalized: torch.Tensor) -> list[torch.Tensor]:
-        """Patch tokens [B,N,C] of the taken blocks, each through the final LayerNorm, CLS dropped (traps 1-2)."""
+        """Patch tokens [B,N,C] of the taken blocks, each through the final LayerNorm, CLS dropped."""
         taken = self.config.taken_blocks
         unique = sorted(set(taken))
         outputs = self.dino_model.forward_intermediates(
@@ -154,7 +154,7 @@ class DinoDPTEncoder(nn.Module):
         mean, std = (image.new_tensor(v).view(1, 3, 1, 1) for v in (IMAGENET_MEAN, IMAGENET_STD))
         normalized = (image - mean) / std
         tokens = self.backbone_tokens(normalized.to(self.output_conv.weight.dtype))
-        # the "global" feature is the first PATCH token of the normed last block, not CLS (trap 1)
+        # the "global" feature is the first PATCH token of the normed last block, not CLS
         global_feature = tokens[-1][:, 0]
         batch, grid = image.shape[0], self.config.grid
         levels = []

@@ -1,16 +1,17 @@
-"""FLAME head model as GAGAvatar uses it (gagavatar.md §5), plus a chumpy-free converter for FLAME 2020 files.
+"""FLAME head model as GAGAvatar uses it, plus a chumpy-free converter for FLAME 2020 files.
 
 The layer reads the ``FLAME_with_eye.pt`` layout: ``{'flame_model': {f, v_template, shapedirs, posedirs,
 J_regressor, kintree_table, weights}, 'lmk_embeddings': {...}}``.  ``shapedirs`` holds 300 identity components
-followed by 100 expression components (trap 20).  Joints: 0 global, 1 neck (always 0), 2 jaw, 3/4 eyeballs.
+followed by 100 expression components.  Joints: 0 global, 1 neck (always 0), 2 jaw, 3/4 eyeballs.
 
-Pose convention of tracked drivers (trap 7): ``posecode = [global axis-angle (always 0 in tracked data), jaw
+Pose convention of tracked drivers: ``posecode = [global axis-angle (always 0 in tracked data), jaw
 axis-angle]``; the head pose lives in the camera ``transform_matrix``, not in FLAME.  ``eye_pose`` holds the two
 eyeball axis-angles.  Output vertices are multiplied by ``scale`` (5 in GAGAvatar).
 """
 from __future__ import annotations
 
 import codecs
+import os
 import copyreg
 import io
 import pickle
@@ -20,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+
+from .state_dict_file import load_content
 
 N_SHAPE = 300
 N_EXPRESSION = 100
@@ -83,25 +86,103 @@ class _RestrictedUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load '{module}.{name}' from a pickle (only numpy data is allowed)")
 
 
-def load_legacy_pickle(source) -> object:
+MAX_PICKLE_BYTES = 1 << 30  # FLAME 2020's generic_model.pkl is ~50 MB; a 100k-frame smoothed.pkl ~200 MB
+MAX_PICKLE_DEPTH = 32
+MAX_DENSE_ELEMENTS = 50_000_000  # a sparse matrix is made dense; FLAME's is 5 x 5023  # real files nest a few levels (dict -> record -> array / chumpy state)
+
+
+def _expanded_item_limit(size: int) -> int:
+    """How many containers and elements a pickle of ``size`` bytes may expand to.  Each pickled item costs at least
+    one byte, so only shared references (the memo) can exceed the file size: that is how an 11 KB pickle of nested
+    lists expands to gigabytes when converted to arrays."""
+    return 1_000_000 + 8 * size
+
+
+def check_pickle_structure(obj, origin: str, size: int) -> None:
+    """``ValueError`` when ``obj`` nests deeper than :data:`MAX_PICKLE_DEPTH` or expands (shared references counted
+    each time they are reached, as array conversion would) to more items than a file of ``size`` bytes can hold.
+    Walked iteratively and stopped at the limit, so the check itself stays cheap."""
+    limit = _expanded_item_limit(size)
+    count = 0
+    stack = [(obj, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_PICKLE_DEPTH:
+            raise ValueError(f"pickle {origin} nests deeper than {MAX_PICKLE_DEPTH} levels: not a FLAME / tracked file")
+        if isinstance(value, Mapping):
+            children = [*value.keys(), *value.values()]
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            children = list(value)
+        elif isinstance(value, PickledObjectStandIn):
+            children = [value.state]
+        elif isinstance(value, np.ndarray) and value.dtype == object:
+            children = list(value.flat)
+        else:
+            children = ()
+        count += 1 + len(children)
+        if count > limit:
+            raise ValueError(f"pickle {origin} expands to more than {limit:,} items through shared references "
+                             f"(a {size:,}-byte file); refusing to expand it")
+        stack.extend((child, depth + 1) for child in children)
+
+
+def load_legacy_pickle(source, max_bytes: int = MAX_PICKLE_BYTES) -> object:
     """Load a pickle restricted to numpy data (Python-2 pickles included; ``encoding='latin1'``).
 
     ``source``: path, bytes or binary file.  chumpy and scipy.sparse objects come back as
-    :class:`PickledObjectStandIn`; use :func:`to_numpy` on them.  Raises ``ValueError`` for other content.
+    :class:`PickledObjectStandIn`; use :func:`to_numpy` on them.  Files over ``max_bytes`` and content nested too
+    deep or expanding beyond the file's size (see :func:`check_pickle_structure`) are refused before anything is
+    converted.  Raises ``ValueError`` for other content.
     """
+    origin = str(source) if isinstance(source, (str, Path)) else "<data>"
     if isinstance(source, (bytes, bytearray)):
-        stream = io.BytesIO(source)
+        stream, size = io.BytesIO(source), len(source)
     elif isinstance(source, (str, Path)):
+        if not Path(source).is_file():
+            raise ValueError(f"pickle {origin} is not a regular file")
+        size = Path(source).stat().st_size
+        if size > max_bytes:
+            raise ValueError(f"pickle {origin} is {size / 2**20:.0f} MiB, more than the {max_bytes / 2**20:.0f} MiB "
+                             "a FLAME or tracked file can be; is it the right file?")
         stream = open(source, "rb")
     else:
-        stream = source
+        stream, size = source, max_bytes
     try:
-        return _RestrictedUnpickler(stream, encoding="latin1").load()
-    except (pickle.UnpicklingError, EOFError, AttributeError, TypeError) as error:
-        raise ValueError(f"cannot read pickle {source if isinstance(source, (str, Path)) else ''}: {error}") from error
+        loaded = _RestrictedUnpickler(stream, encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, AttributeError, TypeError, ValueError, IndexError, KeyError,
+            MemoryError, RecursionError) as error:
+        raise ValueError(f"cannot read pickle {origin}: {type(error).__name__}: {error}") from None
     finally:
         if stream is not source:
             stream.close()
+    check_pickle_structure(loaded, origin, size)
+    return loaded
+
+
+def load_npy(path, max_bytes: int = MAX_PICKLE_BYTES) -> object:
+    """A ``.npy`` file without ``allow_pickle=True``: the header is parsed, plain arrays are read as data, and an
+    object array (``np.save`` of a dict, as DECA's landmark_embedding.npy) goes through the restricted unpickler."""
+    path = Path(path)
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise ValueError(f"{path} is {size / 2**20:.0f} MiB, more than the {max_bytes / 2**20:.0f} MiB allowed")
+    with open(path, "rb") as handle:
+        try:
+            version = np.lib.format.read_magic(handle)
+            header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                      else np.lib.format.read_array_header_2_0)(handle)
+        except (ValueError, OSError, SyntaxError) as error:
+            raise ValueError(f"{path} is not a .npy file: {error}") from None
+        shape, _fortran, dtype = header
+        if not dtype.hasobject:
+            handle.seek(0)
+            return np.load(handle, allow_pickle=False)
+        # np.save pickles object arrays right after the header: read that pickle with the numpy-only unpickler.
+        payload = handle.read()
+    loaded = load_legacy_pickle(payload)
+    if not isinstance(loaded, np.ndarray) or loaded.shape != tuple(shape):
+        raise ValueError(f"{path}: its object payload is not the {tuple(shape)} array its header declares")
+    return loaded
 
 
 def _sparse_to_dense(obj: PickledObjectStandIn) -> np.ndarray:
@@ -110,6 +191,10 @@ def _sparse_to_dense(obj: PickledObjectStandIn) -> np.ndarray:
     state = obj.state
     shape = tuple(state.get("_shape", state.get("shape", ())))
     fmt = obj.pickled_class.rsplit(".", 1)[-1][:3]
+    if len(shape) != 2 or not all(isinstance(n, (int, np.integer)) and 0 <= n for n in shape) \
+            or int(shape[0]) * int(shape[1]) > MAX_DENSE_ELEMENTS:
+        raise ValueError(f"sparse matrix of shape {shape} in the FLAME pickle: expected a 2-D matrix of at most "
+                         f"{MAX_DENSE_ELEMENTS:,} elements (FLAME's J_regressor is 5 x 5023)")
     if fmt == "csc":
         matrix = sparse.csc_matrix((state["data"], state["indices"], state["indptr"]), shape=shape)
     elif fmt == "csr":
@@ -165,9 +250,9 @@ def _read_landmark_file(item) -> dict:
     if not path.is_file():
         raise ValueError(f"landmark file {path} not found")
     if path.suffix == ".npy":
-        return _landmark_entries(np.load(path, allow_pickle=True), str(path))
+        return _landmark_entries(load_npy(path), str(path))
     if path.suffix in (".pt", ".pth"):
-        return _landmark_entries(torch.load(path, map_location="cpu", weights_only=True), str(path))
+        return _landmark_entries(load_content(path, "landmark embedding"), str(path))
     return _landmark_entries(load_legacy_pickle(path), str(path))
 
 
@@ -193,7 +278,7 @@ def flame_dict_from_pkl(generic_model_pkl, landmark_files: Sequence = ()) -> dic
     arrays = {k: to_numpy(raw[k]) for k in FLAME_KEYS}
     flame_model = {}
     for key, value in arrays.items():
-        # kintree_table and f are uint32 in the official file; the layer needs signed indices (trap 20).
+        # kintree_table and f are uint32 in the official file; the layer needs signed indices.
         dtype = np.int64 if key in ("f", "kintree_table") else np.float32
         flame_model[key] = torch.from_numpy(np.ascontiguousarray(value.astype(dtype)))
     flame_model["kintree_table"][0, 0] = -1  # the root's parent is stored wrapped around (2**32 - 1)
@@ -215,9 +300,12 @@ def convert_flame_pkl(generic_model_pkl, out_path, landmark_files: Sequence = ()
     _validate_flame_dict(flame, str(generic_model_pkl))
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".partial")
-    torch.save(flame, tmp)
-    tmp.replace(out_path)
+    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.partial")
+    try:
+        torch.save(flame, tmp)
+        tmp.replace(out_path)  # atomic: loaders never see a half-written file
+    finally:
+        tmp.unlink(missing_ok=True)
     return flame
 
 
@@ -228,7 +316,8 @@ def convert_flame_pkl(generic_model_pkl, out_path, landmark_files: Sequence = ()
 def _validate_flame_dict(flame, origin: str) -> None:
     if not isinstance(flame, Mapping) or "flame_model" not in flame:
         raise ValueError(f"{origin}: expected the FLAME_with_eye.pt layout (a dict with 'flame_model' and "
-                         "'lmk_embeddings'); convert generic_model.pkl with models.flame.convert_flame_pkl")
+                         "'lmk_embeddings'); convert FLAME 2020's generic_model.pkl with: talkinghead.py flame convert "
+                         "generic_model.pkl")
     model = flame["flame_model"]
     missing = [k for k in FLAME_KEYS if k not in model]
     if missing:
@@ -339,7 +428,8 @@ class FlameLayer(nn.Module):
         """The 70 landmarks (68 + 2 eye centres; barycentric, no dynamic contour) of ``vertices`` [B,V,3]."""
         if not self.has_landmarks:
             raise ValueError("this FLAME file has no 70-point '*_with_eye' landmark embedding; load the official "
-                             "FLAME_with_eye.pt or pass it to convert_flame_pkl(landmark_files=...)")
+                             "FLAME_with_eye.pt or name it as a landmark file in: talkinghead.py flame convert "
+                             "generic_model.pkl FLAME_with_eye.pt")
         corners = vertices[:, self.faces[self.landmark_faces_idx]]  # [B,L,3 corners,3 xyz]
         return torch.einsum("blcx,lc->blx", corners, self.landmark_bary_coords.to(vertices.dtype))
 
@@ -392,9 +482,6 @@ def load_flame(source, scale: float = 5.0) -> FlameLayer:
         if path.suffix == ".pkl":
             flame = flame_dict_from_pkl(path)
         else:
-            try:
-                flame = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as error:  # torch raises several types for a corrupt or foreign file
-                raise ValueError(f"cannot read FLAME file {path}: {error}") from error
+            flame = load_content(path, "FLAME")  # the pack's checked reader: clear errors, no code runs
     _validate_flame_dict(flame, origin)
     return FlameLayer(flame, scale=scale)

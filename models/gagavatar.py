@@ -1,16 +1,14 @@
 """GAGAvatar network (xg-chu/GAGAvatar, NeurIPS 2024): source encoder, Gaussian generators and the StyleUNet refiner.
 
 :func:`load_gagavatar` reads the official ``GAGAvatar.pt`` (``{'model': state_dict, 'meta_cfg': ...}``, 597 keys)
-strictly, ignoring only the training-only tensors, and infers every size from the tensors (docs/gagavatar.md §2, §4).
+strictly, ignoring only the training-only tensors, and infers every size from the tensors.
 Per source image :meth:`GAGAvatar.encode_source` runs DINOv2 + DPT head and the three generators once; per driven
 frame :meth:`GAGAvatar.gaussians` only swaps in the FLAME vertices, and :meth:`GAGAvatar.refine` turns the
 32-channel splat into RGB.  Rasterisation, FLAME and cameras live in ``models/flame.py``,
-``models/gaussian_rasterizer.py`` and ``pipelines/gagavatar.py``.
+``models/gaussian_rasterizer.py`` and ``models/camera_geometry.py``.
 """
 from __future__ import annotations
 
-import os
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -18,14 +16,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import camera_geometry
 from .dinov2_dpt import DinoDPTEncoder, infer_dino_dpt_config
 from .gs_generators import ConvGSGenerator, LinearGSGenerator
+from .state_dict_file import read_checkpoint, require_keys
 from .style_unet import StyleUNet, infer_style_unet_config
 
-FOCAL_LENGTH = 12.0  # NDC focal of every GAGAvatar camera (data config FOCAL_LENGTH)
 DIR_ENCODING_DIM = 27  # harmonic embedding of the view direction: 4 frequencies, sin+cos, plus the input
 ATTRIBUTES = ("xyz", "colors", "opacities", "scales", "rotations")
-# training-only tensors of the official checkpoint (trap 14): perceptual-loss nets, DINOv2's mask token, toRGB heads
+# training-only tensors of the official checkpoint: perceptual-loss nets, DINOv2's mask token, toRGB heads
 IGNORED_PREFIXES = ("percep_loss.", "upsampler.toRGB.")
 IGNORED_KEYS = ("base_model.dino_model.mask_token",)
 
@@ -110,7 +109,7 @@ class GAGAvatar(nn.Module):
         """StyleUNet refiner: 32-channel splat [B,32,S,S] -> RGB [B,3,S,S] in (0,1), S = refine_size (512).
 
         randomize_noise=False uses the checkpoint's noise buffers (deterministic); True draws fresh N(0,1) noise per
-        call from torch's global RNG like the reference (trap 12).
+        call from torch's global RNG like the reference.
         """
         size, channels = self.refine_size, self.upsampler.config.in_dim
         if features.ndim != 4 or tuple(features.shape[1:]) != (channels, size, size):
@@ -132,15 +131,12 @@ class GAGAvatar(nn.Module):
         return image, transform
 
     def _plane_points(self, transform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        from ..pipelines.gagavatar import plane_points  # lazy: the pipeline package imports this module
-
         # float32 whatever the network dtype: positions need the precision (the pipeline accepts batched cameras)
-        return plane_points(self.plane_size, transform.to(self.head_base.device, torch.float32), focal=FOCAL_LENGTH)
+        return camera_geometry.plane_points(self.plane_size, transform.to(self.head_base.device, torch.float32),
+                                            focal=camera_geometry.FOCAL_LENGTH)
 
     def _direction_encoding(self, plane_dirs: torch.Tensor) -> torch.Tensor:
-        from ..pipelines.gagavatar import harmonic_embedding
-
-        return harmonic_embedding(plane_dirs)
+        return camera_geometry.harmonic_embedding(plane_dirs)
 
     def _source_gaussians(self, global_feature, local_feature, plane_points, plane_dirs, dir_encoding):
         batch = global_feature.shape[0]
@@ -149,7 +145,7 @@ class GAGAvatar(nn.Module):
         parts = [self.gs_generator_g(per_vertex, dir_encoding)]
         for generator, sign in ((self.gs_generator_l0, 1.0), (self.gs_generator_l1, -1.0)):
             lifted = generator(local_feature, dir_encoding)
-            # l0 is pushed along the source view axis, l1 against it (trap 9); positions kept in float32
+            # l0 is pushed along the source view axis, l1 against it; positions kept in float32
             lifted["xyz"] = plane_points + sign * lifted.pop("offset").float() * plane_dirs[:, None]
             parts.append(lifted)
         # float32 outputs whatever the network dtype (the rasteriser needs them); global xyz comes per frame
@@ -157,20 +153,13 @@ class GAGAvatar(nn.Module):
 
 
 def _unwrap_state_dict(source) -> dict[str, torch.Tensor]:
-    if isinstance(source, (str, os.PathLike)):
-        if not os.path.isfile(source):
-            raise ValueError(f"GAGAvatar checkpoint not found: {source}; put GAGAvatar.pt in the models folder")
-        try:
-            # mmap (zip-format files only) keeps one copy of the ~750 MB of weights in memory, not two
-            source = torch.load(source, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(source))
-        except Exception as error:  # noqa: BLE001 - any unreadable file gets the same actionable message
-            raise ValueError(f"cannot read GAGAvatar checkpoint {source}: {error}") from error
-    if isinstance(source, Mapping) and isinstance(source.get("model"), Mapping):
-        source = source["model"]
-    if not isinstance(source, Mapping) or not all(isinstance(v, torch.Tensor) for v in source.values()):
-        raise ValueError("GAGAvatar source must be a checkpoint path, {'model': state_dict, ...} "
-                         "or a state dict of tensors")
-    return dict(source)
+    """The official ``{'model': state_dict, 'meta_cfg': ...}`` file, the loaded dict, or a bare state dict.
+    mmap keeps one copy of the ~750 MB of weights in memory, not two (zip-format files only)."""
+    state = read_checkpoint(source, "GAGAvatar", unwrap=("model", "state_dict"), mmap=True)
+    origin = "the state dict" if isinstance(source, Mapping) else f"GAGAvatar file {source}"
+    require_keys(state, "GAGAvatar", origin, ("base_model.", "gs_generator_", "upsampler."),
+                 "Choose the official GAGAvatar.pt (models/gagavatar).")
+    return state
 
 
 def is_ignored_key(key: str) -> bool:

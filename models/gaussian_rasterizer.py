@@ -1,7 +1,7 @@
 """Forward Gaussian splatting with the exact rules of the original 3DGS CUDA kernel, for any channel count.
 
 GAGAvatar renders with xg-chu's 32-channel fork of Inria's ``diff-gaussian-rasterization`` (not gsplat), which is
-CUDA only.  This module reproduces its forward pass (docs: gagavatar.md §3.3):
+CUDA only.  This module reproduces its forward pass:
 
 1. cull if view-space z <= 0.2;
 2. Σ = R S² Rᵀ with R built from the quaternion (w, x, y, z) AS GIVEN (the fork does not normalise it);
@@ -24,8 +24,8 @@ Two compositors share the projection and tile binning:
 * ``"gsplat"``: CUDA only, gsplat's ``rasterize_to_pixels`` fed with the conics, pixel means and tile lists computed
   here, so gsplat's own projection conventions (quaternion normalisation, eps2d, radius, near plane, tile rectangle)
   never apply.  What remains different is gsplat's α clamp (0.999 instead of 0.99; only Gaussians with opacity above
-  0.99 are affected) and its inclusive stop rule (T <= 1e-4); expect up to ~1e-2 where such pixels saturate
-  (gagavatar.md §9.2), otherwise agreement to float rounding.  Under ``backend="auto"`` a gsplat failure (for
+  0.99 are affected) and its inclusive stop rule (T <= 1e-4); expect up to ~1e-2 where such pixels saturate,
+  otherwise agreement to float rounding.  Under ``backend="auto"`` a gsplat failure (for
   example its CUDA extension failing to build) is reported once as a warning and the torch path is used from then on.
 
 Forward only: no gradients flow through either path.
@@ -214,7 +214,7 @@ def _remember_gsplat_failure(error: Exception) -> None:
 
 
 def quaternion_scale_covariance(scales: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
-    """Σ = R S² Rᵀ [N,3,3], R from the raw quaternion (w, x, y, z) exactly as the fork (no normalisation, trap 4)."""
+    """Σ = R S² Rᵀ [N,3,3], R from the raw quaternion (w, x, y, z) exactly as the fork (no normalisation)."""
     w, x, y, z = rotations.unbind(-1)
     rot = torch.stack(
         [

@@ -1,4 +1,4 @@
-"""GAGAvatar's Gaussian generators (docs/gagavatar.md §2.3-2.4), reproducing the reference activations exactly.
+"""GAGAvatar's Gaussian generators, reproducing the reference activations exactly.
 
 - :class:`LinearGSGenerator` (``gs_generator_g``): one Gaussian per FLAME vertex from [head_base | global feature].
 - :class:`ConvGSGenerator` (``gs_generator_l0``/``l1``): one Gaussian per local-feature pixel (dual lifting).
@@ -66,7 +66,7 @@ class LinearGSGenerator(nn.Module):
             "colors": colors,
             "opacities": torch.sigmoid(self.opacity_layers(hidden)),
             "scales": torch.sigmoid(self.scale_layers(hidden)) * SCALE_LIMIT,
-            # F.normalize defaults to dim=1, which for [B,V,4] runs across the VERTICES, not the quaternion (trap 4)
+            # F.normalize defaults to dim=1, which for [B,V,4] runs across the VERTICES, not the quaternion
             "rotations": F.normalize(self.rotation_layers(hidden), dim=1),
         }
 
@@ -105,7 +105,7 @@ class ConvGSGenerator(nn.Module):
         out = self.gaussian_conv(torch.cat([feature_map, direction], dim=1))
         c = self.color_dim
         colors = out[:, :c]
-        # the reference sigmoids indices 0..2 of the LAST axis, i.e. image columns 0-2 on all channels (trap 3)
+        # the reference sigmoids indices 0..2 of the LAST axis, i.e. image columns 0-2 on all channels
         colors = torch.cat([torch.sigmoid(colors[..., :RGB_CHANNELS]), colors[..., RGB_CHANNELS:]], dim=-1)
         attributes = {
             "colors": colors,

@@ -3,7 +3,7 @@ mouth crop, returned as spandrel ``ImageModelDescriptor`` s — the same object 
 
 Backends:
 - ``spandrel`` (default): spandrel reads the official files and runs its own RRDBNet; its outputs are identical to
-  basicsr's (../shared docs, deps.md §3.4).  No extra package.
+  basicsr's for the same weights (both run the same RRDBNet).  No extra package.
 - ``basicsr`` (optional): the original ``basicsr.archs.rrdbnet_arch.RRDBNet`` with the same weights, for users who
   have basicsr / realesrgan installed.  basicsr 1.4.2 imports ``torchvision.transforms.functional_tensor``, which
   torchvision 0.17 removed; :func:`install_torchvision_alias` (owned by this pack) registers the public
@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import sys
 
-import torch
+from .state_dict_file import read_checkpoint
 
 BACKENDS = ("spandrel", "basicsr")
 _LEGACY_MODULE = "torchvision.transforms.functional_tensor"
@@ -34,11 +34,7 @@ def install_torchvision_alias() -> None:
 
 
 def _realesrgan_state(path: str) -> dict:
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("params_ema", "params"):
-        if isinstance(checkpoint, dict) and key in checkpoint:
-            return checkpoint[key]
-    return checkpoint
+    return read_checkpoint(path, "Real-ESRGAN")
 
 
 def _basicsr_rrdbnet(state: dict):
@@ -69,11 +65,15 @@ def load_realesrgan(path, backend: str = "spandrel", device="cpu"):
 
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    descriptor = spandrel.ModelLoader().load_from_file(str(path))
+    state = _realesrgan_state(str(path))  # read here, not by spandrel: the pack's one checked reader
+    try:
+        descriptor = spandrel.ModelLoader().load_from_state_dict(state)
+    except spandrel.UnsupportedModelError:
+        raise ValueError(f"{path}: spandrel does not recognise this network; choose a Real-ESRGAN / "
+                         "super-resolution file") from None
     if not isinstance(descriptor, spandrel.ImageModelDescriptor):
         raise ValueError(f"{path}: not an image super-resolution model")
     if backend == "basicsr":
-        state = _realesrgan_state(str(path))
         descriptor = spandrel.ImageModelDescriptor(
             model=_basicsr_rrdbnet(state), state_dict=state, architecture=descriptor.architecture,
             purpose=descriptor.purpose, tags=[*descriptor.tags, "basicsr"], supports_half=descriptor.supports_half,

@@ -1,6 +1,6 @@
 """GAGAvatar's neural refiner ``upsampler``: a StyleUNet (U-Net encoder + StyleGAN2 decoder with SFT), 32ch -> RGB.
 
-Layout and numerics follow docs/gagavatar.md §2.5: plain ``nn.Linear`` style MLP (no equalised lr), demodulated
+Layout and numerics follow the official StyleUNet: plain ``nn.Linear`` style MLP (no equalised lr), demodulated
 modulated convs, StyleConv = modconv*sqrt(2) + weight*noise + bias then LeakyReLU(0.2), SFT ``out*scale + shift`` at
 every level, final sigmoid.  The unused ``toRGB.*`` training heads are not part of this module.
 Sizes (levels, channels, style width, MLP depth) are inferred from the state dict.

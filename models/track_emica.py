@@ -1,4 +1,4 @@
-"""EMICA encoders of the GAGAvatar tracker (``EMICA-CVT_flame2020_notexture.pt``, gagavatar.md §6.1).
+"""EMICA encoders of the GAGAvatar tracker (``EMICA-CVT_flame2020_notexture.pt``).
 
 One state dict with three networks, loaded strictly:
 

@@ -1,6 +1,6 @@
 """98-point (WFLW) landmark network of the GAGAvatar tracker (``lmks_2d.pt``): HRNet-W18 + binary heatmap head.
 
-Released layout (a plain state dict, gagavatar.md §6.1): ``backbone.*`` is an HRNet with a two-conv stride-4 stem,
+Released layout (a plain state dict): ``backbone.*`` is an HRNet with a two-conv stride-4 stem,
 ``layer1`` (Bottleneck blocks), stages 2-4 with 2/3/4 branches (18/36/72/144 channels, 4 BasicBlocks per branch,
 1/4/3 modules) whose four outputs are upsampled to the finest branch and concatenated (270 channels);
 ``heatmap_head.head.layers`` is conv1x1 -> BN -> ReLU -> conv1x1 to 2x98 maps viewed as [N,2,98,H,W].  Channel 1 of

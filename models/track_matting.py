@@ -1,8 +1,8 @@
 """StyleMatte human matting of the GAGAvatar tracker (``stylematte_synth.pt``), built without transformers.
 
 The reference constructor downloads ``facebook/mask2former-swin-tiny-coco-instance`` only to obtain the STRUCTURE
-of Mask2Former's pixel-level module, then overwrites every weight from ``stylematte_synth.pt`` (gagavatar.md §6.1,
-trap 15).  Here that structure is written out and sized from the file's own tensors:
+of Mask2Former's pixel-level module, then overwrites every weight from ``stylematte_synth.pt`` (a download
+this pack never makes).  Here that structure is written out and sized from the file's own tensors:
 
 - ``pixel_decoder.encoder.*``: Swin backbone as transformers' ``SwinBackbone`` (4x4 patch embedding + LayerNorm;
   stages of (shifted-)window attention blocks with relative position bias, windows always partitioned (padding to

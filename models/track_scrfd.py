@@ -1,6 +1,6 @@
 """SCRFD-10G face detector with 5 keypoints (``ins_scrfd_10g_bnkps.onnx``), run with onnxruntime.
 
-Used by the tracker only to place the ArcFace crop for MICA (gagavatar.md §6.1): on the 320² EMICA crop it finds
+Used by the tracker only to place the ArcFace crop for MICA: on the 320² EMICA crop it finds
 the largest face and its 5 keypoints (eyes, nose tip, mouth corners).
 
 Released output layout (insightface ``*_bnkps`` export): nine outputs, ``[scores s8, s16, s32, box distances s8,

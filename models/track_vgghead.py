@@ -3,7 +3,7 @@
 The network takes one 640² letterboxed RGB image in 0..1 (aspect-preserving resize with antialias, padding value
 127/255 split evenly, the odd pixel right/bottom) and returns ``(boxes [1,N,4] xyxy, scores [1,N,1], params
 [1,N,413])`` in letterbox pixels.  The 413 values per box are FLAME shape 300, expression 100, VGGHead's own 6D
-rotation 6, jaw 3, translation 3 and scale 1 (gagavatar.md §6.1).
+rotation 6, jaw 3, translation 3 and scale 1.
 
 Decoding as the reference: scores >= 0.5, top 1000, NMS at IoU 0.5, keep 100, then the LARGEST box; a box that fills
 the whole letterbox (within 5 px of every edge) counts as no detection.  The box is mapped back to input pixels.

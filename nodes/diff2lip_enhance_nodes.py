@@ -7,6 +7,7 @@ import torch
 from comfy_api.latest import io
 
 from .common import image_to_numpy, log, mask_to_numpy, numpy_to_image, progress_callback, torch_device
+from .guards import check_audio, check_finite
 from .paths import model_files, resolve_model_file
 
 ENHANCE = "TalkingHead/Diff2Lip/enhance"
@@ -41,6 +42,7 @@ class Diff2LipAudioCleanup(io.ComfyNode):
         from ..pipelines.audio_enhance import enhance_speech
         from ..pipelines.media import audio_to_mono, make_audio
 
+        check_audio(audio, "Diff2Lip Audio Clean-up")
         wav = audio_to_mono(audio["waveform"], audio["sample_rate"])
         loudness_ok = len(wav) >= 0.4 * 16000  # BS.1770 gating blocks are 400 ms long
         if not loudness_ok and (compress or target_lufs > -70):
@@ -52,7 +54,9 @@ class Diff2LipAudioCleanup(io.ComfyNode):
         return io.NodeOutput(make_audio(cleaned, 16000))
 
 
-def _frames_and_mask(frames, mask):
+def _frames_and_mask(frames, mask, node: str, names=("frames", "mask")):
+    check_finite(frames, node, names[0])
+    check_finite(mask, node, names[1])
     array = image_to_numpy(frames)
     masks = mask_to_numpy(mask)
     if masks.shape != array.shape[:3]:
@@ -64,6 +68,8 @@ def _frames_and_mask(frames, mask):
 class Diff2LipLipMaskComposite(io.ComfyNode):
     @classmethod
     def define_schema(cls):
+        from ..pipelines.diff2lip_enhance import lip_mask as defaults
+
         return io.Schema(
             node_id="Diff2LipLipMaskComposite",
             display_name="Diff2Lip Lip-Mask Composite",
@@ -77,13 +83,13 @@ class Diff2LipLipMaskComposite(io.ComfyNode):
                 io.Mask.Input("generated_mask", tooltip="Its generated_mask output."),
                 io.Combo.Input("mode", options=["lip mask", "hard box"], default="lip mask",
                                tooltip="'hard box' = the plain generated region (the reference's paste)."),
-                io.Float.Input("expansion", default=1.2, min=0.5, max=3.0, step=0.05,
+                io.Float.Input("expansion", default=defaults.DEFAULT_EXPANSION, min=0.5, max=3.0, step=0.05,
                                tooltip="Lip polygon scale around its centre."),
-                io.Float.Input("feather", default=0.2, min=0.0, max=1.0, step=0.01,
+                io.Float.Input("feather", default=defaults.DEFAULT_FEATHER, min=0.0, max=1.0, step=0.01,
                                tooltip="Soft edge width as a fraction of the mouth width."),
-                io.Float.Input("adaptive_gain", default=1.0, min=0.0, max=5.0, step=0.1,
+                io.Float.Input("adaptive_gain", default=defaults.DEFAULT_ADAPTIVE_GAIN, min=0.0, max=5.0, step=0.1,
                                tooltip="How much the expansion grows with the mouth-opening ratio (0 = fixed)."),
-                io.Int.Input("smooth_window", default=5, min=1, max=31,
+                io.Int.Input("smooth_window", default=defaults.DEFAULT_SMOOTH_WINDOW, min=1, max=31,
                              tooltip="Frames over which the opening ratio is smoothed."),
                 io.Combo.Input("landmarks", options=[FACEMESH, *model_files("face_detection")], default=FACEMESH,
                                tooltip="Lip landmarks: MediaPipe FaceMesh (built in), or face-alignment's 68-point "
@@ -97,8 +103,10 @@ class Diff2LipLipMaskComposite(io.ComfyNode):
                 landmarks=FACEMESH):
         from ..pipelines.diff2lip_enhance import FanLandmarker, composite, facemesh_landmarks, lip_composite_masks
 
+        check_finite(original, "Diff2Lip Lip-Mask Composite", "original")
         orig = image_to_numpy(original)
-        gen, region = _frames_and_mask(generated, generated_mask)
+        gen, region = _frames_and_mask(generated, generated_mask, "Diff2Lip Lip-Mask Composite",
+                                       ("generated", "generated_mask"))
         if orig.shape != gen.shape:
             raise ValueError(f"original {orig.shape} and generated {gen.shape} differ: connect the same clip")
         if mode == "hard box":
@@ -140,7 +148,8 @@ class Diff2LipColorMatch(io.ComfyNode):
     def execute(cls, original, generated, mask, method, band_px):
         from ..pipelines.diff2lip_enhance import match_color
 
-        gen, masks = _frames_and_mask(generated, mask)
+        check_finite(original, "Diff2Lip Colour Match", "original")
+        gen, masks = _frames_and_mask(generated, mask, "Diff2Lip Colour Match", ("generated", "mask"))
         out = match_color(image_to_numpy(original), gen, masks, method=method, band_px=band_px,
                           progress=progress_callback(len(gen)))
         return io.NodeOutput(numpy_to_image(out))
@@ -167,7 +176,7 @@ class Diff2LipTemporalSmooth(io.ComfyNode):
     def execute(cls, frames, mask, strength, method):
         from ..pipelines.diff2lip_enhance import ema_temporal_smooth, flow_temporal_smooth
 
-        array, masks = _frames_and_mask(frames, mask)
+        array, masks = _frames_and_mask(frames, mask, "Diff2Lip Temporal Smooth")
         if method == "plain EMA":
             out = ema_temporal_smooth(array, masks, strength)
         else:
@@ -197,7 +206,7 @@ class Diff2LipDenoiseRegion(io.ComfyNode):
     def execute(cls, frames, mask, method, strength):
         from ..pipelines.diff2lip_enhance import denoise_region
 
-        array, masks = _frames_and_mask(frames, mask)
+        array, masks = _frames_and_mask(frames, mask, "Diff2Lip Artifact Reduction")
         out = denoise_region(array, masks, method=method, strength=strength, progress=progress_callback(len(array)))
         return io.NodeOutput(numpy_to_image(out))
 
@@ -223,7 +232,7 @@ class Diff2LipSharpen(io.ComfyNode):
     def execute(cls, frames, mask, strength, sigma):
         from ..pipelines.diff2lip_enhance import sharpen_region
 
-        array, masks = _frames_and_mask(frames, mask)
+        array, masks = _frames_and_mask(frames, mask, "Diff2Lip Sharpen Mouth")
         out = sharpen_region(array, masks, strength=strength, sigma=sigma, progress=progress_callback(len(array)))
         return io.NodeOutput(numpy_to_image(out))
 
@@ -249,8 +258,11 @@ class Diff2LipQualityMetrics(io.ComfyNode):
     def execute(cls, original, output, generated_mask, landmarks, composite_mask=None):
         from ..pipelines.diff2lip_enhance import quality_report
 
-        out, region = _frames_and_mask(output, generated_mask)
-        composite = None if composite_mask is None else _frames_and_mask(output, composite_mask)[1]
+        node = "Diff2Lip Quality Metrics"
+        check_finite(original, node, "original")
+        out, region = _frames_and_mask(output, generated_mask, node, ("output", "generated_mask"))
+        composite = None if composite_mask is None else \
+            _frames_and_mask(output, composite_mask, node, ("output", "composite_mask"))[1]
         report = quality_report(image_to_numpy(original), out, region, composite_mask=composite, landmarks=landmarks)
         text = json.dumps(report, default=float, indent=1)
         log.info("Diff2Lip Quality Metrics: %s", text)

@@ -8,6 +8,7 @@ import torch
 from comfy_api.latest import io
 
 from .common import image_to_numpy, log, numpy_to_image, progress_callback, torch_device
+from .guards import check_audio, check_finite, check_fps
 from .sockets import DIFF2LIP_MODEL, FACE_DETECTOR, DIFF2LIP_CROPS
 
 CATEGORY = "TalkingHead/Diff2Lip"
@@ -27,16 +28,33 @@ def _sampling_inputs() -> list:
 
 
 def _face_inputs() -> list:
+    from ..pipelines.diff2lip.presets import RELEASE_PADS
+
+    top, bottom, left, right = RELEASE_PADS
     return [
         io.Combo.Input("face", options=["largest", "most confident", "by index (left to right)"],
                        default="largest", tooltip="Which face to sync when there are several."),
         io.Int.Input("face_index", default=0, min=0, max=32, tooltip="Used with 'by index': 0 = leftmost."),
-        io.Int.Input("pad_top", default=0, min=0, max=512, tooltip="Pixels added above the face box."),
-        io.Int.Input("pad_bottom", default=10, min=0, max=512,
-                     tooltip="Pixels added below the face box (the reference uses 10 to include the chin)."),
-        io.Int.Input("pad_left", default=0, min=0, max=512, tooltip="Pixels added left of the face box."),
-        io.Int.Input("pad_right", default=0, min=0, max=512, tooltip="Pixels added right of the face box."),
+        io.Int.Input("pad_top", default=top, min=0, max=512,
+                     tooltip="Pixels added above the face box (0 in the Diff2Lip release)."),
+        io.Int.Input("pad_bottom", default=bottom, min=0, max=512,
+                     tooltip="Pixels added below the face box (0 in the Diff2Lip release; Wav2Lip uses 10 to include "
+                             "the chin)."),
+        io.Int.Input("pad_left", default=left, min=0, max=512,
+                     tooltip="Pixels added left of the face box (0 in the Diff2Lip release)."),
+        io.Int.Input("pad_right", default=right, min=0, max=512,
+                     tooltip="Pixels added right of the face box (0 in the Diff2Lip release)."),
     ]
+
+
+def _paste_input() -> io.Combo.Input:
+    from ..pipelines.diff2lip.presets import PASTE_MODES, RELEASE_PASTE
+
+    return io.Combo.Input("paste", options=list(PASTE_MODES), default=RELEASE_PASTE,
+                          tooltip="whole box (release): the whole generated crop is resized into the face box, as "
+                                  "the official script does (the upper face is resampled twice; Lip Sync then also "
+                                  "crops and rounds in 8 bits like it). lower half: only the generated mouth half is "
+                                  "written; everything else stays bit-identical.")
 
 
 def _pick(face: str, face_index: int):
@@ -70,9 +88,11 @@ class Diff2LipLipSync(io.ComfyNode):
             node_id="Diff2LipLipSync",
             display_name="Diff2Lip Lip Sync",
             category=CATEGORY,
-            description="Re-synthesises the mouth of every frame to the audio (DDIM on the Diff2Lip UNet). Frames "
-                        "without a face pass through unchanged and are counted in the report. Outputs the audio "
-                        "trimmed/padded to the video and the generated region as a MASK.",
+            description="Re-synthesises the mouth of every frame to the audio (DDIM on the Diff2Lip UNet). With "
+                        "quality balanced, seed 7, pads 0 and paste 'whole box (release)' it samples, crops and "
+                        "pastes like the official release. Frames without a face pass through unchanged and are "
+                        "counted in the report. Outputs the audio trimmed/padded to the video and the written "
+                        "region as a MASK.",
             inputs=[
                 io.Image.Input("frames", tooltip="Video frames (IMAGE batch)."),
                 io.Audio.Input("audio", tooltip="Speech to sync to: any sample rate and channel count."),
@@ -82,6 +102,7 @@ class Diff2LipLipSync(io.ComfyNode):
                 FACE_DETECTOR.Input("detector"),
                 *_sampling_inputs(),
                 *_face_inputs(),
+                _paste_input(),
                 io.Boolean.Input("close_mouth_in_silence", default=False,
                                  tooltip="Where a voice-activity detector (silero-vad) hears no speech, keep the "
                                          "original mouth instead of generating one from noise."),
@@ -107,13 +128,17 @@ class Diff2LipLipSync(io.ComfyNode):
 
     @classmethod
     def execute(cls, frames, audio, fps, model, detector, quality, custom_steps, seed, batch_size, face, face_index,
-                pad_top, pad_bottom, pad_left, pad_right, close_mouth_in_silence, flow_guided_start=0.0,
+                pad_top, pad_bottom, pad_left, pad_right, paste, close_mouth_in_silence, flow_guided_start=0.0,
                 max_gap=5, upscale_model=None):
         from ..pipelines.audio_enhance import speech_activity
         from ..pipelines.diff2lip import lipsync
-        from ..pipelines.diff2lip.presets import steps_for
+        from ..pipelines.diff2lip.presets import PASTE_MODES, steps_for
         from ..pipelines.media import audio_to_mono, fit_audio_to_frames, make_audio
 
+        node = "Diff2Lip Lip Sync"
+        fps = check_fps(fps, node)
+        check_finite(frames, node, "frames")
+        check_audio(audio, node)
         steps = steps_for(quality, custom_steps)
         array = image_to_numpy(frames)
         n = len(array)
@@ -127,8 +152,10 @@ class Diff2LipLipSync(io.ComfyNode):
                                     batch_size=batch_size, pads=(pad_top, pad_bottom, pad_left, pad_right),
                                     pick=_pick(face, face_index),
                                     progress=progress_callback(total_estimate), upscale=upscale, active_frames=active,
-                                    flow_start=flow_guided_start, max_gap=max_gap)
+                                    flow_start=flow_guided_start, paste_whole_box=PASTE_MODES[paste],
+                                    max_gap=max_gap)
         report["steps"] = steps
+        report["paste"] = paste
         if active is not None:
             report["silent_frames_kept"] = int((~active).sum())
         if upscale is not None:
@@ -167,6 +194,7 @@ class Diff2LipCropFaces(io.ComfyNode):
                 max_gap=5):
         from ..pipelines.diff2lip import crop_faces, locate_faces
 
+        check_finite(frames, "Diff2Lip Crop Faces", "frames")
         array = image_to_numpy(frames)
         boxes = locate_faces(array, detector, _pick(face, face_index), (pad_top, pad_bottom, pad_left, pad_right),
                              progress=progress_callback(len(array)), max_gap=max_gap)
@@ -215,6 +243,9 @@ class Diff2LipSampleFaces(io.ComfyNode):
         from ..pipelines.diff2lip.presets import steps_for
         from ..pipelines.media import audio_to_mono, fit_audio_to_frames
 
+        fps = check_fps(fps, "Diff2Lip Sample Faces")
+        check_audio(audio, "Diff2Lip Sample Faces")
+        check_finite(crops["samples"], "Diff2Lip Sample Faces", "crops")
         steps = steps_for(quality, custom_steps)
         fitted_wave = fit_audio_to_frames(audio["waveform"], audio["sample_rate"], crops["num_frames"], fps)
         wav = audio_to_mono(fitted_wave, audio["sample_rate"])  # as Lip Sync: silence past the end of the audio
@@ -240,22 +271,28 @@ class Diff2LipPasteFaces(io.ComfyNode):
             node_id="Diff2LipPasteFaces",
             display_name="Diff2Lip Paste Faces",
             category=CATEGORY,
-            description="Step 3 of 3: pastes the generated lower half of each crop back into its frame. Optionally "
+            description="Step 3 of 3: pastes each generated crop back into its frame (the whole box like the "
+                        "release, or only the generated lower half). Optionally "
                         "pass edited crops (e.g. after a face-restoration node) as 'faces', and a super-resolution "
                         "model for boxes larger than the crop.",
             inputs=[io.Image.Input("frames", tooltip="The frames that were cropped."), DIFF2LIP_CROPS.Input("crops"),
                     io.Image.Input("faces", optional=True,
                                    tooltip="Replacement crops, same count as the crops (any size; resized into the "
                                            "boxes)."),
+                    _paste_input(),
                     io.UpscaleModel.Input("upscale_model", optional=True,
                                           tooltip="Super-resolution for crops smaller than their face box.")],
             outputs=[io.Image.Output(display_name="frames"), io.Mask.Output(display_name="generated_mask")],
         )
 
     @classmethod
-    def execute(cls, frames, crops, faces=None, upscale_model=None):
+    def execute(cls, frames, crops, paste, faces=None, upscale_model=None):
         from ..pipelines.diff2lip import paste_generated
+        from ..pipelines.diff2lip.presets import PASTE_MODES
 
+        check_finite(frames, "Diff2Lip Paste Faces", "frames")
+        if faces is not None:
+            check_finite(faces, "Diff2Lip Paste Faces", "faces")
         array = image_to_numpy(frames)
         if (len(array), *array.shape[1:3]) != (crops["num_frames"], *crops["frame_hw"]):
             raise ValueError(f"Diff2Lip Paste Faces: the crops come from {crops['num_frames']} frames of "
@@ -267,7 +304,7 @@ class Diff2LipPasteFaces(io.ComfyNode):
                              f"{len(crops['frame_index'])} crops")
         output, mask = array.copy(), np.zeros(array.shape[:3], np.float32)
         paste_generated(output, mask, crops["frame_index"], generated, crops["boxes"],
-                        upscale=_crop_upscaler(upscale_model, torch_device()))
+                        upscale=_crop_upscaler(upscale_model, torch_device()), lower_half=not PASTE_MODES[paste])
         return io.NodeOutput(numpy_to_image(output), torch.from_numpy(mask))
 
 

@@ -7,6 +7,7 @@ import torch
 from comfy_api.latest import io
 
 from .common import PRECISIONS, LoadedModel, ModelCache, resolve_dtype, torch_device
+from .guards import node_errors
 from .paths import model_file_problem, model_files, resolve_model_file
 from .sockets import DIFF2LIP_MODEL, FACE_DETECTOR
 
@@ -49,9 +50,10 @@ class Diff2LipModelLoader(io.ComfyNode):
         path = resolve_model_file("diff2lip", ckpt_name, "Diff2Lip Model Loader")
         device = torch_device()
         dtype = resolve_dtype(precision, device)
-        module = _models.get(path, device, dtype, lambda: load_diff2lip(path, device=device, dtype=dtype,
-                                                                        num_head_channels=num_head_channels),
-                             extra=(num_head_channels,))
+        with node_errors("Diff2Lip Model Loader"):
+            module = _models.get(path, device, dtype, lambda: load_diff2lip(path, device=device, dtype=dtype,
+                                                                            num_head_channels=num_head_channels),
+                                 extra=(num_head_channels,))
         return io.NodeOutput(LoadedModel(module, device, dtype, ckpt_name))
 
 
@@ -108,10 +110,11 @@ class Diff2LipFaceDetectorLoader(io.ComfyNode):
         else:
             path = resolve_model_file("face_detection", detector, "Diff2Lip Face Detector")
             device = torch_device()
-            built = _detectors.get(path, device, torch.float32,
-                                   lambda: make_detector("s3fd", weights_path=path, device=str(device),
-                                                         min_confidence=min_confidence, max_side=max_side or None),
-                                   extra=(min_confidence, max_side))
+            with node_errors("Diff2Lip Face Detector"):
+                built = _detectors.get(path, device, torch.float32,
+                                       lambda: make_detector("s3fd", weights_path=path, device=str(device),
+                                                             min_confidence=min_confidence, max_side=max_side or None),
+                                       extra=(min_confidence, max_side))
         return io.NodeOutput(built)
 
 
@@ -145,8 +148,9 @@ class Diff2LipUpscalerLoader(io.ComfyNode):
         from ..models.realesrgan import load_realesrgan
 
         path = resolve_model_file("upscale_models", model_name, "Diff2Lip Upscaler Loader")
-        return io.NodeOutput(_upscalers.get(path, torch_device(), torch.float32,
-                                            lambda: load_realesrgan(path, backend=backend), extra=(backend,)))
+        with node_errors("Diff2Lip Upscaler Loader"):
+            return io.NodeOutput(_upscalers.get(path, torch_device(), torch.float32,
+                                                lambda: load_realesrgan(path, backend=backend), extra=(backend,)))
 
 
 NODES = [Diff2LipModelLoader, Diff2LipModelInfo, Diff2LipFaceDetectorLoader, Diff2LipUpscalerLoader]

@@ -1,5 +1,5 @@
 """GAGAvatar enhancement nodes: adapters to ``pipelines.gagavatar_enhance`` (each improvement its own node, plus one
-switch that applies a preset — ``enhanced`` turns everything on, as the plan's ``--enhanced``)."""
+switch that applies a preset — ``enhanced`` turns everything on)."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -7,6 +7,7 @@ from dataclasses import replace
 from comfy_api.latest import io
 
 from .common import image_to_numpy, mask_to_numpy, numpy_to_image, progress_callback
+from .guards import check_finite
 from .sockets import FLAME_MODEL, GAGAVATAR_DRIVER, GAGAVATAR_MODEL, GAGAVATAR_SOURCE
 
 CATEGORY = "TalkingHead/GAGAvatar/enhance"
@@ -126,6 +127,9 @@ class GAGAvatarDetailEnhance(io.ComfyNode):
     def execute(cls, frames, strength, face_mask=None):
         from ..pipelines.gagavatar_enhance import DetailConfig, EnhanceConfig, enhance_frames
 
+        check_finite(frames, "Detail Enhance (GAGAvatar)", "frames")
+        if face_mask is not None:
+            check_finite(face_mask, "Detail Enhance (GAGAvatar)", "face_mask")
         array = image_to_numpy(frames)
         mask = None if face_mask is None else mask_to_numpy(face_mask)
         out = enhance_frames(array, EnhanceConfig(detail=DetailConfig(strength=strength)), mask,
@@ -154,6 +158,7 @@ class GAGAvatarEyeEnhance(io.ComfyNode):
     def execute(cls, frames, driver, flame, strength, source=None):
         from ..pipelines.gagavatar_enhance import EnhanceConfig, EyeEnhanceConfig, enhance_frames
 
+        check_finite(frames, "Eye Enhance (GAGAvatar)", "frames")
         array = image_to_numpy(frames)
         if len(array) != len(driver):
             raise ValueError(f"Eye Enhance: {len(array)} frames but the driver has {len(driver)}; connect the driver "
@@ -176,7 +181,8 @@ class GAGAvatarEnhancedAnimate(io.ComfyNode):
             display_name="Animate Avatar, Enhanced (GAGAvatar)",
             category=CATEGORY,
             description="The whole enhanced pipeline in one node: preset 'enhanced' = smoothing + region-aware "
-                        "expression + gaze correction before rendering, detail + eye enhancement after.",
+                        "expression + gaze correction before rendering, detail enhancement inside the rendered alpha "
+                        "(the background is left as rendered) + eye enhancement after.",
             inputs=[GAGAVATAR_MODEL.Input("model"), FLAME_MODEL.Input("flame"),
                     GAGAVATAR_SOURCE.Input("source"), GAGAVATAR_DRIVER.Input("driver"),
                     io.Combo.Input("preset", options=list(PRESETS), default="enhanced",
@@ -187,16 +193,13 @@ class GAGAvatarEnhancedAnimate(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, flame, source, driver, preset, batch_size):
-        from ..pipelines.gagavatar import animate, encode_source_cached
-        from ..pipelines.gagavatar_enhance import enhance_frames, get_preset
+        from ..pipelines.gagavatar import encode_source_cached
+        from ..pipelines.gagavatar_enhance import animate_enhanced, get_preset
 
         config = get_preset(preset)
-        enhanced = _enhanced_driver(driver, config, flame, source)
         avatar = encode_source_cached(model.module, source.image, source.transform)
-        frames = animate(model.module, flame.module, avatar, source.shapecode, enhanced, batch_size=batch_size,
-                         progress=progress_callback(len(enhanced)))
-        frames = enhance_frames(frames, config, driver=enhanced.as_dict(), flame=flame.module,
-                                shapecode=source.shapecode)
+        frames = animate_enhanced(model.module, flame.module, avatar, source.shapecode, driver, config,
+                                  batch_size=batch_size, progress=progress_callback(4 * len(driver)))
         return io.NodeOutput(numpy_to_image(frames), float(driver.fps))
 
 

@@ -1,13 +1,11 @@
 """GAGAvatar nodes: adapters from ComfyUI sockets to ``pipelines.gagavatar`` (no avatar logic lives here)."""
 from __future__ import annotations
 
-import os
-
-import folder_paths
 import torch
 from comfy_api.latest import io
 
 from .common import PRECISIONS, LoadedModel, ModelCache, numpy_to_image, progress_callback, resolve_dtype, torch_device
+from .guards import check_fps, checked_latent, node_errors, tracked_folder
 from .paths import model_file_problem, model_files, resolve_model_file
 
 from .sockets import FLAME_MODEL, GAGAVATAR_AVATAR, GAGAVATAR_DRIVER, GAGAVATAR_MODEL, GAGAVATAR_SOURCE
@@ -15,16 +13,6 @@ CATEGORY = "TalkingHead/GAGAvatar"
 RASTERIZERS = ["auto", "torch", "gsplat"]
 _models = ModelCache()
 _flames = ModelCache()
-
-
-def resolve_input_path(path: str, node: str, what: str) -> str:
-    """A user path: absolute, or relative to ComfyUI's input folder."""
-    full = path if os.path.isabs(path) else os.path.join(folder_paths.get_input_directory(), path)
-    if not path or not os.path.exists(full):
-        raise FileNotFoundError(f"{node}: {what} '{path}' not found (relative paths are read from "
-                                f"{folder_paths.get_input_directory()}). Give the folder that holds smoothed.pkl or "
-                                f"optim.pkl and img_lmdb/.")
-    return full
 
 
 class GAGAvatarModelLoader(io.ComfyNode):
@@ -55,7 +43,8 @@ class GAGAvatarModelLoader(io.ComfyNode):
 
         path = resolve_model_file("gagavatar", ckpt_name, "GAGAvatar Model Loader")
         device = torch_device()
-        module = _models.get(path, device, torch.float32, lambda: load_gagavatar(path, device=device))
+        with node_errors("GAGAvatar Model Loader"):
+            module = _models.get(path, device, torch.float32, lambda: load_gagavatar(path, device=device))
         return io.NodeOutput(LoadedModel(module, device, resolve_dtype(precision, device), ckpt_name))
 
 
@@ -83,7 +72,8 @@ class GAGAvatarFLAMELoader(io.ComfyNode):
 
         path = resolve_model_file("flame", flame_name, "FLAME Loader (GAGAvatar)")
         device = torch_device()
-        module = _flames.get(path, device, torch.float32, lambda: load_flame(path).to(device))
+        with node_errors("FLAME Loader (GAGAvatar)"):
+            module = _flames.get(path, device, torch.float32, lambda: load_flame(path).to(device))
         return io.NodeOutput(LoadedModel(module, device, torch.float32, flame_name))
 
 
@@ -98,7 +88,8 @@ class GAGAvatarLoadTrackedDriver(io.ComfyNode):
                         "img_lmdb/), frames in frame-index order (image sets in a fixed, sorted order).",
             inputs=[
                 io.String.Input("driver_path", default="driver",
-                                tooltip="Folder of the tracked driver: absolute, or relative to ComfyUI's input folder."),
+                                tooltip="Folder of the tracked driver, relative to ComfyUI's input folder (or a "
+                                        "'gagavatar_tracked' folder of extra_model_paths.yaml)."),
                 io.Float.Input("fps", default=0.0, min=0.0, max=240.0, step=0.001,
                                tooltip="Frame rate of the driver; 0 = the one stored with the driver (meta.json)."),
                 io.Int.Input("max_frames", default=0, min=0, max=100000, tooltip="Keep the first N frames (0 = all)."),
@@ -116,10 +107,14 @@ class GAGAvatarLoadTrackedDriver(io.ComfyNode):
         from ..pipelines.gagavatar import read_tracked
 
         node = "Load Tracked Driver (GAGAvatar)"
-        driver = read_tracked(resolve_input_path(driver_path, node, "driver folder"), fps=fps or None,
-                              max_frames=max_frames or None)  # crops stay lazy (LMDB) in the driver
+        if fps:
+            check_fps(fps, node)
+        folder = tracked_folder(driver_path, node, "driver_path")
+        with node_errors(node):
+            driver = read_tracked(folder, fps=fps or None, max_frames=max_frames or None)  # crops stay lazy (LMDB)
         if not driver.fps:
             raise ValueError(f"{node}: the driver stores no frame rate; set the fps input (e.g. the driving video's).")
+        check_fps(driver.fps, node, "fps (stored in the driver's meta.json; set the fps input to override it)")
         images = driver.load_images() if output_frames else None
         preview = numpy_to_image(images) if images is not None else torch.zeros(1, 64, 64, 3)
         return io.NodeOutput(driver, preview, float(driver.fps))
@@ -135,8 +130,8 @@ class GAGAvatarLoadTrackedSource(io.ComfyNode):
             description="Picks one tracked frame (its 512² matted crop, FLAME shape and camera) as the avatar's source.",
             inputs=[
                 io.String.Input("source_path", default="source",
-                                tooltip="Tracked folder (optim.pkl or smoothed.pkl + img_lmdb/), absolute or relative "
-                                        "to the input folder."),
+                                tooltip="Tracked folder (optim.pkl or smoothed.pkl + img_lmdb/), relative to the "
+                                        "input folder (or a 'gagavatar_tracked' folder of extra_model_paths.yaml)."),
                 io.Int.Input("frame_index", default=0, min=0, max=100000, tooltip="Which tracked frame to use."),
             ],
             outputs=[GAGAVATAR_SOURCE.Output(display_name="source"), io.Image.Output(display_name="source_image")],
@@ -148,8 +143,10 @@ class GAGAvatarLoadTrackedSource(io.ComfyNode):
         from ..pipelines.gagavatar.source import source_from_tracked
 
         node = "Load Tracked Source (GAGAvatar)"
-        tracked = read_tracked(resolve_input_path(source_path, node, "source folder"), load_images=True)
-        source = source_from_tracked(tracked, frame_index)
+        folder = tracked_folder(source_path, node, "source_path")
+        with node_errors(node):
+            tracked = read_tracked(folder, load_images=True)
+            source = source_from_tracked(tracked, frame_index)
         return io.NodeOutput(source, numpy_to_image(source.image[None]))
 
 
@@ -239,7 +236,7 @@ class GAGAvatarRefine(io.ComfyNode):
     def execute(cls, model, splats, reference_noise, batch_size):
         from ..pipelines.gagavatar import refine_splats
 
-        samples = splats["samples"]
+        samples = checked_latent(splats, "Refine (GAGAvatar)", "splats")
         frames = refine_splats(model.module, samples, batch_size=batch_size, progress=progress_callback(len(samples)),
                                randomize_noise=reference_noise, autocast_dtype=_autocast(model))
         return io.NodeOutput(numpy_to_image(frames))

@@ -9,6 +9,7 @@ import torch
 from comfy_api.latest import io
 
 from .common import ModelCache, image_to_numpy, log, numpy_to_image, progress_callback, torch_device
+from .guards import check_finite, check_fps, output_folder
 from .sockets import FLAME_MODEL, GAGAVATAR_DRIVER, GAGAVATAR_SOURCE
 
 from .sockets import GAGAVATAR_TRACKER
@@ -88,6 +89,7 @@ class GAGAvatarTrackPortrait(io.ComfyNode):
         from ..pipelines.gagavatar.source import source_from_tracked
         from ..pipelines.tracking import track_image
 
+        check_finite(image[:1], "Track Portrait (GAGAvatar)", "image")
         tracked = track_image(image_to_numpy(image[:1])[0], tracker, steps=steps, progress=progress_callback(steps))
         source = source_from_tracked(tracked, 0)
         return io.NodeOutput(source, numpy_to_image(source.image[None]))
@@ -120,6 +122,9 @@ class GAGAvatarTrackVideo(io.ComfyNode):
 
         from ..pipelines.tracking import track_video
 
+        node = "Track Driving Video (GAGAvatar)"
+        fps = check_fps(fps, node)
+        check_finite(frames, node, "frames")
         driver, report = track_video(image_to_numpy(frames), fps, tracker, progress=progress_callback(len(frames)),
                                      drop_high_fps=drop_high_fps, steps=steps, batch_size=batch_size)
         text = json.dumps(report, default=str)
@@ -150,10 +155,7 @@ class GAGAvatarSaveTracked(io.ComfyNode):
         from ..pipelines.gagavatar import write_tracked
         from ..pipelines.media import free_path
 
-        output = os.path.realpath(folder_paths.get_output_directory())
-        target = os.path.realpath(os.path.join(output, folder_name))
-        if os.path.commonpath([output, target]) != output:
-            raise ValueError(f"Save Tracked (GAGAvatar): folder_name '{folder_name}' leaves the output folder")
+        target = output_folder(folder_name, "Save Tracked (GAGAvatar)", "folder_name")
         path = str(write_tracked(free_path(target), driver))
         return io.NodeOutput(path, ui={"text": [path]})
 

@@ -1,13 +1,15 @@
 """Media nodes the pack needs because core's LoadAudio depends on torchaudio (absent on many installs)."""
 from __future__ import annotations
 
-import hashlib
 import os
 
 import folder_paths
 from comfy_api.latest import io
 
+from .guards import file_signature, input_file
+
 CATEGORY = "TalkingHead/media"
+NODE = "Load Audio (TalkingHead)"
 
 
 def _audio_files() -> list[str]:
@@ -35,20 +37,33 @@ class TalkingHeadLoadAudio(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, audio):
-        if not folder_paths.exists_annotated_filepath(audio):
-            return f"Load Audio (TalkingHead): file '{audio}' is not in the input folder; upload it or copy it there."
+        try:
+            input_file(audio, NODE, "audio")
+        except FileNotFoundError as error:
+            return str(error)
         return True
 
     @classmethod
     def fingerprint_inputs(cls, audio):
-        with open(folder_paths.get_annotated_filepath(audio), "rb") as f:
-            return hashlib.sha256(f.read()).hexdigest()
+        # (path, size, mtime) instead of hashing the content: cheap, and nothing is read before validation passed.
+        try:
+            return file_signature(input_file(audio, NODE, "audio"))
+        except FileNotFoundError:
+            return audio
 
     @classmethod
     def execute(cls, audio):
         from ..pipelines.media import read_audio
+        from ..pipelines.validation import check_audio
 
-        return io.NodeOutput(read_audio(folder_paths.get_annotated_filepath(audio)))
+        path = input_file(audio, NODE, "audio")
+        try:
+            loaded = read_audio(path)
+        except (ValueError, RuntimeError, OSError) as error:  # soundfile / PyAV errors on damaged files
+            raise ValueError(f"{NODE}: cannot decode '{audio}' as audio ({type(error).__name__}: {error}); "
+                             "convert it to wav or flac.") from None
+        check_audio(loaded, NODE, "audio")
+        return io.NodeOutput(loaded)
 
 
 NODES = [TalkingHeadLoadAudio]

@@ -13,12 +13,15 @@ import torch
 from comfy_api.latest import io
 
 from .common import image_to_numpy, log, progress_callback
+from .guards import check_audio, check_finite, check_fps, file_signature, input_file
 from .diff2lip_enhance_nodes import FACEMESH
-from .diff2lip_lipsync_nodes import _crop_upscaler, _face_inputs, _pick, _sampling_inputs, _validate_steps
+from .diff2lip_lipsync_nodes import (_crop_upscaler, _face_inputs, _paste_input, _pick, _sampling_inputs,
+                                     _validate_steps)
 from .paths import model_files, resolve_model_file
 from .sockets import DIFF2LIP_MODEL, FACE_DETECTOR, FRAME_STREAM
 
 CATEGORY = "TalkingHead/stream"
+LOAD_VIDEO = "Load Video as Stream"
 DIFF2LIP = "TalkingHead/Diff2Lip/stream"
 STREAM_TIP = "A lazy frame stream (video file + stages); decoded and processed chunk by chunk by the sink."
 
@@ -55,26 +58,34 @@ class TalkingHeadLoadVideoStream(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, video):
-        if not folder_paths.exists_annotated_filepath(video):
-            return f"Load Video as Stream: video: '{video}' is not in the input folder; upload it or copy it there."
+        try:
+            input_file(video, LOAD_VIDEO, "video")
+        except FileNotFoundError as error:
+            return str(error)
         return True
 
     @classmethod
     def fingerprint_inputs(cls, video, start_frame, frame_count):
-        stat = os.stat(folder_paths.get_annotated_filepath(video))
-        return f"{stat.st_size}:{stat.st_mtime_ns}:{start_frame}:{frame_count}"
+        try:  # path, size and mtime: a long video is not read to decide whether it changed
+            return f"{file_signature(input_file(video, LOAD_VIDEO, 'video'))}:{start_frame}:{frame_count}"
+        except FileNotFoundError:
+            return video
 
     @classmethod
     def execute(cls, video, start_frame, frame_count):
         from ..pipelines.stream import FrameStream, VideoError, VideoSource
 
         try:
-            source = VideoSource(folder_paths.get_annotated_filepath(video), start_frame, frame_count)
+            source = VideoSource(str(input_file(video, LOAD_VIDEO, "video")), start_frame, frame_count)
             info = source.info()
         except VideoError as e:
-            raise _fail("Load Video as Stream: video", e) from e
+            raise _fail(f"{LOAD_VIDEO}: input 'video'", e) from e
+        check_fps(float(info.fps), LOAD_VIDEO, "video (its frame rate)")
         if info.audio is None:
-            log.info("Load Video as Stream: %s has no audio track", video)
+            log.info("%s: %s has no audio track; the output has none unless the sink gets an audio input",
+                     LOAD_VIDEO, video)
+        else:
+            check_audio(info.audio, LOAD_VIDEO, "video (its audio track)")
         return io.NodeOutput(FrameStream(source), info.audio, float(info.fps), info.num_frames)
 
 
@@ -97,7 +108,10 @@ class TalkingHeadImagesToStream(io.ComfyNode):
     def execute(cls, images, fps, audio=None):
         from ..pipelines.stream import ArraySource, FrameStream
 
-        rate = Fraction(fps).limit_denominator(1001)
+        check_finite(images, "Images to Stream", "images")
+        if audio is not None:
+            check_audio(audio, "Images to Stream")
+        rate = Fraction(check_fps(fps, "Images to Stream")).limit_denominator(1001)
         return io.NodeOutput(FrameStream(ArraySource(image_to_numpy(images), rate, audio)))
 
 
@@ -164,6 +178,8 @@ class TalkingHeadEncodeStream(io.ComfyNode):
 
         from ..pipelines.stream import VideoError, encode_stream
 
+        if audio is not None:
+            check_audio(audio, "Encode Stream to Video")
         folder = os.path.join(folder_paths.get_temp_directory(), "talkinghead")
         info = stream.info()
         try:
@@ -197,6 +213,7 @@ class Diff2LipLipSyncStream(io.ComfyNode):
                 FACE_DETECTOR.Input("detector"),
                 *_sampling_inputs(),
                 *_face_inputs(),
+                _paste_input(),
                 io.Boolean.Input("close_mouth_in_silence", default=False,
                                  tooltip="Keep the original mouth where silero-vad hears no speech."),
                 io.Float.Input("flow_guided_start", default=0.0, min=0.0, max=0.9, step=0.05,
@@ -217,11 +234,12 @@ class Diff2LipLipSyncStream(io.ComfyNode):
 
     @classmethod
     def execute(cls, stream, audio, model, detector, quality, custom_steps, seed, batch_size, face, face_index,
-                pad_top, pad_bottom, pad_left, pad_right, close_mouth_in_silence, flow_guided_start=0.0, max_gap=5,
-                upscale_model=None):
-        from ..pipelines.diff2lip.presets import steps_for
+                pad_top, pad_bottom, pad_left, pad_right, paste, close_mouth_in_silence, flow_guided_start=0.0,
+                max_gap=5, upscale_model=None):
+        from ..pipelines.diff2lip.presets import PASTE_MODES, steps_for
         from ..pipelines.stream.diff2lip import LipSyncStage
 
+        check_audio(audio, "Diff2Lip Lip Sync (stream)")
         steps = steps_for(quality, custom_steps)
         stage = LipSyncStage(audio=audio, model=model.module, detect=detector,
                              upscale=_crop_upscaler(upscale_model, model.device),
@@ -229,6 +247,7 @@ class Diff2LipLipSyncStream(io.ComfyNode):
                              identity=f"{model.name}|{detector!r}|{upscale_model!r}",
                              audio_signature=_audio_signature(audio), steps=steps, seed=seed, batch_size=batch_size,
                              pads=(pad_top, pad_bottom, pad_left, pad_right), pick=_pick(face, face_index),
+                             paste_whole_box=PASTE_MODES[paste], paste_name=paste,
                              close_mouth_in_silence=close_mouth_in_silence, flow_start=flow_guided_start,
                              max_gap=max_gap)
         out = stream.then(stage)

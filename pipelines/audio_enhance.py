@@ -1,6 +1,6 @@
 """Audio clean-up before Diff2Lip's mel, an audio/video offset, and silence detection for mouth closing.
 
-The released Diff2Lip checkpoint was trained on 80-mel, 16 kHz windows (diff2lip.md section 6): any other mel
+The released Diff2Lip checkpoint was trained on 80-mel, 16 kHz windows: any other mel
 configuration is refused by :func:`check_mel_config` instead of being fed to it.  What can help instead works on the
 waveform, before the unchanged mel:
 

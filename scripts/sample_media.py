@@ -24,7 +24,7 @@ def portrait_clip(seconds: float = 4.0, fps: float = 25.0, size: int = 384) -> n
     frames = []
     for k in range(count):
         zoom = 1.0 + 0.15 * k / max(count - 1, 1)
-        centre = (225.0, 130.0)  # the face (offline-models.md §1.2)
+        centre = (225.0, 130.0)  # the face
         matrix = cv2.getRotationMatrix2D(centre, 0.0, zoom)
         warped = cv2.warpAffine(photo, matrix, (512, 512), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
         frames.append(cv2.resize(warped, (size, size), interpolation=cv2.INTER_AREA))

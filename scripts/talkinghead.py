@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Command line of the pack: ``talkinghead.py weights ...`` and ``talkinghead.py run WORKFLOW ...``.
+"""Command line of the pack: ``talkinghead.py weights ...``, ``run WORKFLOW ...`` and ``flame convert ...``.
 
 The repository is a ComfyUI custom-node package whose folder name users choose, so this launcher imports it under
 the fixed name ``talkinghead`` (the same way the tests do) instead of relying on ``python -m <folder>``.
@@ -13,11 +13,12 @@ from import_pack import import_pack  # this folder is on sys.path when the scrip
 def main(argv: list[str]) -> int:
     import_pack()
     commands = {"run": "talkinghead.scripts.runner", "weights": "talkinghead.weights.fetch",
-                "build-workflows": "talkinghead.scripts.build_workflows"}
+                "build-workflows": "talkinghead.scripts.build_workflows", "flame": "talkinghead.scripts.flame_cli"}
     if not argv or argv[0] not in commands:
-        print("usage: talkinghead.py {run,weights,build-workflows} ...\n"
+        print("usage: talkinghead.py {run,weights,flame,build-workflows} ...\n"
               "  run WORKFLOW [--set NODE.INPUT=VALUE] ...  run a bundled workflow through ComfyUI\n"
               "  weights {list,fetch,verify} ...            list / download / check model files\n"
+              "  flame convert generic_model.pkl [...]      FLAME 2020 pickle -> models/flame/FLAME_with_eye.pt\n"
               "  build-workflows [--url URL]                regenerate workflows/ from scripts/build_workflows.py",
               file=sys.stderr)
         return 2

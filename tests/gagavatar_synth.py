@@ -1,6 +1,6 @@
 """Synthetic GAGAvatar inputs for tests, written in the OFFICIAL file layouts (random data: not FLAME, not a face).
 
-- :func:`synthetic_flame` / :func:`write_synthetic_flame`: a ``FLAME_with_eye.pt``-layout dict (gagavatar.md §5) with a
+- :func:`synthetic_flame` / :func:`write_synthetic_flame`: a ``FLAME_with_eye.pt``-layout dict with a
   small head-sized random mesh (any vertex count; 5023 gives the released GAGAvatar size).
 - :func:`write_generic_model_pkl`: the same arrays as an official FLAME 2020 ``generic_model.pkl`` — Python-2 style
   protocol-2 pickle, chumpy ``Ch`` objects (pickled from a throw-away stand-in module named ``chumpy.ch``), a
@@ -238,7 +238,7 @@ def tiny_gagavatar_state_dict(num_vertices: int = 64, refine_levels: int = 4, se
     return random_weights(state, seed)
 
 
-# ---------------------------------------------------------------- formula weights and inputs (gagavatar.md §9.5-9.7)
+# ---------------------------------------------------------------- formula weights and inputs
 def _lowbias32(x: np.ndarray) -> np.ndarray:
     mask = np.uint64(0xFFFFFFFF)
     x = x ^ (x >> np.uint64(16))

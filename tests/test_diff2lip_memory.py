@@ -1,5 +1,5 @@
 """Memory of a long clip: lip sync holds the input, the output, the mask and one batch of crops — nothing that grows
-with the clip beyond that (issue: a 1-minute 1080p clip must fit in its two IMAGE batches plus a bounded working set).
+with the clip beyond that (a 1-minute 1080p clip must fit in its two IMAGE batches plus a bounded working set).
 numpy allocations are traced by tracemalloc; torch's are per batch of 32x32 crops here."""
 from __future__ import annotations
 

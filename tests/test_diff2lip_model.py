@@ -117,7 +117,7 @@ def test_release_manifest_loads_strictly_with_inferred_architecture(diff2lip_fix
                                           model.middle_block[1])] == [4, 6, 8]
     assert list(model.state_dict()) == [key for key, _, _ in manifest["keys"]]
     assert sum(p.numel() for p in model.parameters()) == manifest["num_elements"] == 101_670_630
-    # down-ResBlocks at input blocks 3, 6, 9, 12 and up-ResBlocks ending output blocks 2, 5, 8, 11 (trap 15)
+    # down-ResBlocks at input blocks 3, 6, 9, 12 and up-ResBlocks ending output blocks 2, 5, 8, 11
     downs = [i for i, block in enumerate(model.input_blocks) if getattr(block[0], "resample", None) == (2, 2)]
     ups = [i for i, block in enumerate(model.output_blocks) if getattr(block[-1], "resample", None) == "up"]
     assert downs == [3, 6, 9, 12] and ups == [2, 5, 8, 11]
@@ -143,7 +143,7 @@ def test_unexpected_key_is_named(tiny_state):
 
 
 def test_scale_shift_norm_checkpoint_is_rejected(tiny_state):
-    """guided-diffusion's default (scale-shift norm) doubles emb_layers; trap 1 says the release has it off."""
+    """guided-diffusion's default (scale-shift norm) doubles emb_layers; the release has it off (C_out wide)."""
     state = dict(tiny_state)
     state["input_blocks.1.0.emb_layers.1.weight"] = torch.zeros(64, 128)
     with pytest.raises(ValueError, match=r"wrong shapes: input_blocks\.1\.0\.emb_layers\.1\.weight"):

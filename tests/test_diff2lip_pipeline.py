@@ -51,7 +51,7 @@ def test_schedules_match_reference(diff2lip_fixtures):
         assert schedule.timesteps.tolist() == expected["timestep_map"]
         assert np.array_equal(schedule.alphas_cumprod, expected["alphas_cumprod"])
         assert np.array_equal(schedule.alphas_cumprod_prev, expected["alphas_cumprod_prev"])
-    assert ddim_timesteps(25)[-1] == 960  # ddim25 never visits t = 999 (trap 12)
+    assert ddim_timesteps(25)[-1] == 960  # ddim25 never visits t = 999
 
 
 def test_impossible_step_count_is_rejected():
@@ -209,7 +209,7 @@ def test_crops_round_trip_through_model_range(facecrop):
     images = crops_to_model(crops)
     assert images.shape == (2, 3, 128, 128) and images.min() >= -1 and images.max() <= 1
     back = model_to_crops(images, np.uint8)
-    # the reference's truncating cast brings some levels back one lower (trap 22)
+    # the reference's truncating cast brings some levels back one lower
     assert (back <= crops).all() and (crops.astype(int) - back).max() == 1
 
 

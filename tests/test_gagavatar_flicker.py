@@ -1,5 +1,5 @@
 """Frame-to-frame flicker of GAGAvatar renders: the reference's fresh refiner noise vs the checkpoint's fixed noise
-buffers vs fixed noise plus driver smoothing (issue: the first temporal fix is deterministic noise)."""
+buffers vs fixed noise plus driver smoothing (the first temporal fix is deterministic noise)."""
 from __future__ import annotations
 
 import numpy as np

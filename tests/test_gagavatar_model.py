@@ -1,5 +1,5 @@
 """GAGAvatar network: strict loading of the released layout, numerics against the formula-weight fixtures
-(docs/gagavatar.md §9.5-9.7), a tiny same-family model through the inference path, and loader errors.
+(tests/fixtures/gagavatar), a tiny same-family model through the inference path, and loader errors.
 
 The full-size model is built once per module from formula weights (no stored weights) and runs one encoder pass and
 one refiner pass: ~35 s of CPU time on 2 cores (up to ~60 s wall on the shared machine), ~2 GB RAM peak.
@@ -16,7 +16,7 @@ import gagavatar_synth as synth
 from gagavatar_synth import e2e_source_image, formula_tensor, refiner_input
 from talkinghead.models.gagavatar import load_gagavatar
 
-ATOL = RTOL = 1e-4  # gagavatar.md §9.6 features and Gaussian parameters; §9.7 refiner (abs)
+ATOL = RTOL = 1e-4  # features and Gaussian parameters (rtol) and refiner (abs): float32 CPU reruns of the fixtures
 GROUPS = {"global": slice(0, 5023), "local0": slice(5023, 92639), "local1": slice(92639, 180255)}
 TRAINING_ONLY = ("percep_loss.", "upsampler.toRGB.", "base_model.dino_model.mask_token")
 
@@ -84,7 +84,7 @@ def test_encoder_matches_formula_fixture(full_avatar, e2e):
     assert tuple(full_avatar.plane_points.shape) == (1, 87616, 3) and tuple(full_avatar.plane_dirs.shape) == (1, 3)
     np.testing.assert_allclose(full_avatar.plane_points[0].numpy(), e2e["plane_points"], rtol=RTOL, atol=1e-6)
     np.testing.assert_allclose(full_avatar.plane_dirs[0].numpy(), e2e["plane_dirs"], rtol=RTOL, atol=1e-6)
-    # the global feature is the first PATCH token of the normed last block (trap 1): CLS would not match
+    # the global feature is the first PATCH token of the normed last block: CLS would not match
     np.testing.assert_allclose(full_avatar.global_feature[0].numpy(), e2e["f_feature1"], rtol=RTOL, atol=ATOL)
     local = full_avatar.local_feature[0]
     np.testing.assert_allclose(local.mean(dim=(1, 2)).numpy(), e2e["f_feature0_channel_mean"], rtol=RTOL, atol=ATOL)
@@ -112,11 +112,11 @@ def test_gaussian_sums_match_formula_fixture(full_gaussians, e2e_summary):
 
 def test_gaussian_quirks_are_reproduced(full_gaussians, e2e):
     rotations = full_gaussians["rotations"][0]
-    # trap 4: global quaternions normalised across the 5023 vertices, so each is short (~0.03)
+    # global quaternions normalised across the 5023 vertices, so each is short (~0.03)
     np.testing.assert_allclose(rotations[:5023].pow(2).sum(dim=0).numpy(), np.ones(4), atol=1e-5)
     assert rotations[:5023].norm(dim=1).max() < 0.1
     np.testing.assert_allclose(rotations[5023:].norm(dim=1).numpy(), 1.0, atol=1e-5)
-    # trap 3: local colour sigmoid hits image columns 0-2 (all 32 channels), nothing else
+    # local colour sigmoid hits image columns 0-2 (all 32 channels), nothing else
     local = full_gaussians["colors"][0, 5023:92639].reshape(296, 296, 32)
     assert 0 < local[:, :3].min() and local[:, :3].max() < 1
     assert local[:, 3:].min() < -1 and local[:, 3:].max() > 1
@@ -177,7 +177,7 @@ def test_tiny_model_infers_sizes_and_produces_the_right_shapes(tiny_model):
     widths = {"xyz": 3, "colors": 32, "opacities": 1, "scales": 3, "rotations": 4}
     assert {k: tuple(v.shape) for k, v in gaussians.items()} == {k: (2, count, w) for k, w in widths.items()}
     torch.testing.assert_close(gaussians["xyz"][:, :TINY_VERTICES], points)
-    # dual lifting: l0 pushed along the source view axis by sigmoid in (0,1), l1 against it (trap 9)
+    # dual lifting: l0 pushed along the source view axis by sigmoid in (0,1), l1 against it
     planes, axis = avatar.plane_points, avatar.plane_dirs[:, None]
     along0 = ((gaussians["xyz"][:, TINY_VERTICES:TINY_VERTICES + 256] - planes) * axis).sum(-1)
     along1 = ((gaussians["xyz"][:, TINY_VERTICES + 256:] - planes) * axis).sum(-1)

@@ -256,7 +256,7 @@ def test_animate_uses_source_identity_and_driver_codes(scene):
     model, flame, avatar, source_shape, driver = scene
     one = gg.as_driver({k: getattr(driver, k)[:1] for k in CODES})
     base = gg.splat_frames(model, flame, avatar, source_shape, one)
-    other_identity = dict(one.as_dict(), shapecode=one.shapecode + 3.0)  # driver identity is ignored (trap 8)
+    other_identity = dict(one.as_dict(), shapecode=one.shapecode + 3.0)  # driver identity is ignored
     assert torch.equal(gg.splat_frames(model, flame, avatar, source_shape, other_identity), base)
     assert (gg.splat_frames(model, flame, avatar, source_shape + 3.0, one) - base).abs().max() > 1e-3
     smiling = dict(one.as_dict(), expcode=one.expcode + 2.0)
@@ -276,7 +276,7 @@ def test_progress_exception_cancels(scene):
 
 
 def test_formula_weight_scene_renders_like_the_reference(gagavatar_fixtures):
-    """gagavatar.md §9.8: the released-size formula-weight avatar through encode_source_cached + render_splat."""
+    """e2e_formula_weights_render512.npz: released-size formula-weight avatar via encode_source_cached + render_splat."""
     import json
 
     from talkinghead.models.gagavatar import load_gagavatar

@@ -135,6 +135,17 @@ def test_streamed_lip_sync_equals_the_whole_clip(tiny, max_gap):
         assert reports[0]["lip_sync"]["generated"] == report["generated"]
 
 
+def test_streamed_lip_sync_with_the_release_paste_equals_the_whole_clip(tiny):
+    frames, wav = _marked_clip(n=8, missing=(5,))
+    expected, expected_mask, _ = lipsync(frames, _fitted(wav, 8), 25.0, tiny, marked_detect, steps=2, batch_size=3,
+                                         paste_whole_box=True, max_gap=5)
+    stage = LipSyncStage(audio=make_audio(wav, 16000), model=tiny, detect=marked_detect, steps=2, batch_size=3,
+                         paste_whole_box=True, max_gap=5)
+    for chunk_size in CHUNK_SIZES:
+        out, masks, _ = _stream_arrays(FrameStream(ArraySource(frames, Fraction(25))).then(stage), chunk_size)
+        assert np.array_equal(out, expected) and np.array_equal(masks["generated"], expected_mask), chunk_size
+
+
 def test_streamed_lip_sync_with_flow_start_equals_the_whole_clip(tiny):
     frames, wav = _marked_clip(n=6, missing=(3,))
     expected, _, _ = lipsync(frames, _fitted(wav, len(frames)), 25.0, tiny, marked_detect, steps=4, batch_size=3, flow_start=0.5)

@@ -15,7 +15,8 @@ pytestmark = pytest.mark.server
 
 TINY = {"ckpt_name": "tiny_unet.pt", "precision": "fp32", "num_head_channels": 32}
 LIP = {"quality": "fast", "custom_steps": 25, "seed": 7, "batch_size": 3, "face": "largest", "face_index": 0,
-       "pad_top": 0, "pad_bottom": 10, "pad_left": 0, "pad_right": 0, "close_mouth_in_silence": False,
+       "pad_top": 0, "pad_bottom": 10, "pad_left": 0, "pad_right": 0, "paste": "lower half",
+       "close_mouth_in_silence": False,
        "flow_guided_start": 0.0, "max_gap": 5}
 ENHANCE = [("Diff2LipLipMaskComposite", "Diff2LipLipMaskCompositeStream",
             {"mode": "lip mask", "expansion": 1.2, "feather": 0.2, "adaptive_gain": 1.0, "smooth_window": 5,

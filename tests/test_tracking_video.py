@@ -181,7 +181,7 @@ def _causal_ema(track: np.ndarray, alpha: float) -> np.ndarray:
 
 def test_track_video_smooths_each_field_as_the_reference(models, monkeypatch):
     """Head boxes get EMA 0.03 before cropping; after the fit the camera translation / 6D rotation get EMA 0.6 and the
-    eyes 0.7, while expression, jaw, shape and bbox are passed through unsmoothed (gagavatar.md §6.3)."""
+    eyes 0.7, while expression, jaw, shape and bbox are passed through unsmoothed."""
     from scipy.spatial.transform import Rotation
 
     from talkinghead.pipelines.tracking import tracker

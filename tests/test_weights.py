@@ -123,6 +123,11 @@ def _fetch(manifest, models, server, *args):
     return main(["fetch", *args, "--models-dir", str(models), "--manifest", str(manifest), "--base-url", server.url])
 
 
+def _trust(entry_id):
+    """The flag an entry without a published sha256 needs (see test_bad_inputs for the refusal without it)."""
+    return ["--trust-on-first-use"] if entry_id == "unsized" else []
+
+
 def test_fetch_downloads_checks_sha256_and_renames(test_manifest, models, server, capsys):
     server.files["/alpha.bin"] = PAYLOAD
     assert _fetch(test_manifest, models, server, "alpha") == 0
@@ -142,7 +147,7 @@ def test_resume_requests_only_the_missing_bytes(test_manifest, models, server, e
     final = expected_path(entry_id, models, test_manifest)
     final.parent.mkdir(parents=True)
     final.with_name(final.name + ".part").write_bytes(PAYLOAD[:123_457])
-    assert _fetch(test_manifest, models, server, entry_id) == 0
+    assert _fetch(test_manifest, models, server, entry_id, *_trust(entry_id)) == 0
     assert server.requests == [{"path": f"/{entry['filename']}", "range": "bytes=123457-",
                                 "sent": len(PAYLOAD) - 123_457}]
     assert final.read_bytes() == PAYLOAD
@@ -154,15 +159,16 @@ def test_server_ignoring_range_or_refusing_it_restarts_cleanly(test_manifest, mo
     part = models / "face_detection" / "unsized.bin.part"
     part.parent.mkdir(parents=True)
     part.write_bytes(b"x" * 1000)
-    assert _fetch(test_manifest, models, server, "unsized") == 0
+    assert _fetch(test_manifest, models, server, "unsized", "--trust-on-first-use") == 0
     assert (models / "face_detection" / "unsized.bin").read_bytes() == PAYLOAD
     assert [r["sent"] for r in server.requests] == [len(PAYLOAD)]
 
-    # A .part longer than the remote file (size unknown locally): 416, then one full download.
+    # A .part longer than the remote file (size unknown locally, so no lock record either): 416, then one full download.
     server.ignore_range.clear()
     (models / "face_detection" / "unsized.bin").unlink()
+    (models / "talkinghead_weights.lock.json").unlink()
     part.write_bytes(PAYLOAD + b"junk")
-    assert _fetch(test_manifest, models, server, "unsized") == 0
+    assert _fetch(test_manifest, models, server, "unsized", "--trust-on-first-use") == 0
     assert (models / "face_detection" / "unsized.bin").read_bytes() == PAYLOAD
     assert [r["range"] for r in server.requests[1:]] == [f"bytes={len(PAYLOAD) + 4}-", None]
 
@@ -173,14 +179,14 @@ def test_truncated_response_fails_without_final_file_then_resumes(test_manifest,
     server.files[f"/{filename}"] = PAYLOAD
     server.truncate_at[f"/{filename}"] = 100_000
     final = expected_path(entry_id, models, test_manifest)
-    assert _fetch(test_manifest, models, server, entry_id) == 1
+    assert _fetch(test_manifest, models, server, entry_id, *_trust(entry_id)) == 1
     assert "connection closed after 100000 of 300000 bytes" in capsys.readouterr().err
     assert not final.exists()
     assert final.with_name(final.name + ".part").stat().st_size == 100_000
     assert file_state(entry_id, models, test_manifest) == "partial"
 
     server.truncate_at.clear()
-    assert _fetch(test_manifest, models, server, entry_id) == 0
+    assert _fetch(test_manifest, models, server, entry_id, *_trust(entry_id)) == 0
     assert server.requests[-1]["range"] == "bytes=100000-" and server.requests[-1]["sent"] == 200_000
     assert final.read_bytes() == PAYLOAD
 

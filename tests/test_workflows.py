@@ -88,6 +88,7 @@ def test_plain_diff2lip_workflow_30fps_missing_faces_long_audio(server):
     report = json.loads(result["history"]["outputs"]["14"]["text"][0])
     lipsync = report["stages"][0]["lip_sync"]
     assert lipsync["frames"] == 9 and lipsync["steps"] == 10
+    assert lipsync["paste"] == "whole box (release)"  # the plain workflow pastes like the release
     # the single face-less frames 2 and 5 lie between detected frames: bridged (max_gap 5) and generated
     assert {2, 5} <= set(lipsync["bridged_frames"]) and lipsync["generated"] == lipsync["faces_found"]
 
@@ -185,7 +186,8 @@ def test_split_crop_sample_paste_nodes_equal_the_one_node_lip_sync(server):
     write_video(server.input / SAMPLE_VIDEO, clip.frames, 25.0, overwrite=True)
     write_wav(server.input / SAMPLE_SPEECH, media.speech_16k(seconds=0.5), 16000, overwrite=True)
     prompt = apply_overrides(_image_lipsync_graph(),
-                             [f"{k}={json.dumps(v)}" for k, v in TINY_DIFF2LIP.items()] + ['7.quality="fast"'])
+                             [f"{k}={json.dumps(v)}" for k, v in TINY_DIFF2LIP.items()] + ['7.quality="fast"',
+                                                                                   '7.paste="lower half"'])
     sampling = {k: prompt["7"]["inputs"][k] for k in ("quality", "custom_steps", "seed", "batch_size")}
     face = {k: prompt["7"]["inputs"][k] for k in ("face", "face_index", "pad_top", "pad_bottom", "pad_left",
                                                   "pad_right", "max_gap")}
@@ -195,7 +197,8 @@ def test_split_crop_sample_paste_nodes_equal_the_one_node_lip_sync(server):
         "21": {"class_type": "Diff2LipSampleFaces", "inputs": {"crops": ["20", 0], "audio": ["3", 0], "fps": ["2", 2],
                                                                "model": ["5", 0], "close_mouth_in_silence": False,
                                                                **sampling}},
-        "22": {"class_type": "Diff2LipPasteFaces", "inputs": {"frames": ["2", 0], "crops": ["21", 0]}},
+        "22": {"class_type": "Diff2LipPasteFaces", "inputs": {"frames": ["2", 0], "crops": ["21", 0],
+                                                              "paste": "lower half"}},
         "23": {"class_type": "Diff2LipQualityMetrics", "inputs": {"original": ["7", 0], "output": ["22", 0],
                                                                   "generated_mask": ["22", 1], "landmarks": False}},
     })
@@ -203,3 +206,20 @@ def test_split_crop_sample_paste_nodes_equal_the_one_node_lip_sync(server):
     assert result["messages"][-1]["type"] == "execution_success", result["messages"][-1]
     metrics = json.loads(result["history"]["outputs"]["23"]["text"][0])
     assert metrics["psnr_full"] == float("inf") and metrics["max_abs_outside"] == 0.0  # bit-identical frames
+
+
+def test_one_node_enhanced_avatar_runs_in_the_server(server):
+    """*Animate Avatar, Enhanced* in place of the multi-node chain of the gagavatar workflow."""
+    prompt = load_api_workflow(WORKFLOWS / "gagavatar_api.json")
+    prompt["20"] = {"class_type": "GAGAvatarEnhancedAnimate",
+                    "inputs": {"model": ["1", 0], "flame": ["2", 0], "source": ["3", 0], "driver": ["4", 0],
+                               "preset": "enhanced", "batch_size": 2}}
+    prompt["8"]["inputs"].update(images=["20", 0], fps=["20", 1])
+    for unused in ("5", "6", "7"):
+        prompt.pop(unused)
+    result = server.run(prompt, timeout=900)
+    assert result["messages"][-1]["type"] == "execution_success", result["messages"][-1]
+    frames, fps, _ = _saved_video(server, result, node="9")
+    assert len(frames) == 5 and abs(fps - 30.0) < 1e-3 and frames.std() > 1.0
+    progress = [m["data"] for m in _events(result, "progress") if m["data"]["node"] == "20"]
+    assert progress and progress[-1]["value"] == progress[-1]["max"]

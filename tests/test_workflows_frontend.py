@@ -1,6 +1,6 @@
 """The UI-format workflows in ComfyUI's real frontend (1.32.9, served by the test server, in headless Chromium):
 loading each one and converting it with the frontend's own ``graphToPrompt`` gives exactly our API-format file —
-so the positional widget values, links and node types of the canvas files are right (comfyui.md §1.10)."""
+so the positional widget values, links and node types of the canvas files are right."""
 from __future__ import annotations
 
 import json

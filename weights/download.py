@@ -5,9 +5,10 @@ import http.client
 import os
 import re
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterable, Optional
 
 from .manifest import WeightsError, part_path, sha256_of
 
@@ -23,12 +24,15 @@ class DownloadError(WeightsError):
 
 
 def download_file(url: str, final_path: Path, size: Optional[int] = None, sha256: Optional[str] = None,
-                  progress: Progress = None, timeout: float = 60.0) -> Path:
+                  progress: Progress = None, timeout: float = 60.0, allowed_hosts: Optional[Iterable[str]] = None,
+                  require_length: bool = False) -> Path:
     """Fetch ``url`` to ``final_path`` through ``final_path.part``, resuming an existing ``.part`` with HTTP Range.
 
     The size (``size`` or the server's total) and ``sha256`` are checked before ``os.replace`` moves the file into
     place, so ``final_path`` never holds an unchecked file.  An interrupted transfer keeps the ``.part`` for the next
     run; a checksum failure deletes it.  ``progress(done_bytes, total_bytes_or_0)`` is called as bytes arrive.
+    Redirects are followed only to ``allowed_hosts`` (default: the url's own host).  ``require_length``: with no
+    ``size`` known, refuse a response that does not declare its length (an early close could not be told apart).
     """
     final_path.parent.mkdir(parents=True, exist_ok=True)
     part = part_path(final_path)
@@ -36,24 +40,31 @@ def download_file(url: str, final_path: Path, size: Optional[int] = None, sha256
     if size is not None and offset > size:
         part.unlink()  # cannot be a prefix of the expected file
         offset = 0
-    remote_total = size if offset == size else _fetch_into_part(url, part, offset, size, progress, timeout)
+    hosts = frozenset(h.lower() for h in (allowed_hosts or [urllib.parse.urlsplit(url).hostname or ""]))
+    remote_total = size if offset == size else _fetch_into_part(url, part, offset, size, progress, timeout, hosts)
+    if size is None and remote_total is None and require_length:
+        part.unlink(missing_ok=True)
+        raise DownloadError(f"{url}: the server did not declare the file's length and no size or sha256 is known, so "
+                            "a transfer that ended early could not be detected; nothing was installed")
     _check_part(part, size if size is not None else remote_total, sha256)
     os.replace(part, final_path)
     return final_path
 
 
 def _fetch_into_part(url: str, part: Path, offset: int, size: Optional[int], progress: Progress,
-                     timeout: float) -> Optional[int]:
+                     timeout: float, hosts: frozenset) -> Optional[int]:
     """Write the remote bytes from ``offset`` on into ``part``; return the remote size when the server states it.
 
     A server whose file is not ``size`` bytes is serving something else: fail before transferring the body.
     """
     try:
-        response = _open(url, offset, timeout)
+        response = _open(url, offset, timeout, hosts)
+    except DownloadError:
+        raise
     except urllib.error.HTTPError as error:
         if error.code == 416 and offset:  # the .part is at least as long as the remote file: start again
             part.unlink()
-            return _fetch_into_part(url, part, 0, size, progress, timeout)
+            return _fetch_into_part(url, part, 0, size, progress, timeout, hosts)
         raise DownloadError(f"{url}: HTTP {error.code} {error.reason}") from error
     except (urllib.error.URLError, OSError) as error:
         raise DownloadError(f"{url}: {error}; run the same command again to resume") from error
@@ -78,11 +89,27 @@ def _fetch_into_part(url: str, part: Path, offset: int, size: Optional[int], pro
     return remote_total
 
 
-def _open(url: str, offset: int, timeout: float):
+class _ListedHostsRedirect(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only to a host listed for the entry (a mirror answering with another host's file is
+    refused instead of installed)."""
+
+    def __init__(self, hosts: frozenset):
+        self.hosts = hosts
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        target = urllib.parse.urlsplit(urllib.parse.urljoin(req.full_url, newurl))
+        if (target.hostname or "").lower() not in self.hosts or target.scheme not in ("http", "https"):
+            raise DownloadError(f"{req.full_url} redirects to {target.scheme}://{target.hostname}, which is not a host "
+                                f"listed for this file ({', '.join(sorted(self.hosts))}); nothing was downloaded")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _open(url: str, offset: int, timeout: float, hosts: frozenset):
     headers = {"User-Agent": USER_AGENT}
     if offset:
         headers["Range"] = f"bytes={offset}-"
-    return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
+    opener = urllib.request.build_opener(_ListedHostsRedirect(hosts))
+    return opener.open(urllib.request.Request(url, headers=headers), timeout=timeout)
 
 
 def _response_range(response, offset: int) -> tuple[int, Optional[int]]:

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence, Union
 
 from .download import DownloadError, download_file
-from .manifest import (BAD_CHECKSUM, PRESENT, VERIFIED, WRONG_SIZE, ManifestSource, WeightsError, accepted_licences,
-                       check_file, expected_path, file_state, get_entry, load_manifest, missing_consent,
-                       record_licences, sha256_of)
+from .manifest import (BAD_CHECKSUM, LOCK_FILE, PRESENT, VERIFIED, WRONG_SIZE, ManifestSource, WeightsError,
+                       accepted_licences, allowed_hosts, check_file, expected_path, file_state, get_entry,
+                       load_manifest, missing_consent, pinned, record_licences, record_lock, sha256_of)
 
 # abspath, not resolve(): a pack symlinked into custom_nodes must still find that ComfyUI's models dir.
 PACK_DIR = Path(os.path.abspath(__file__)).parents[1]
@@ -50,6 +50,9 @@ def missing_message(entry_id: str, models_dir: Union[str, os.PathLike], manifest
             f"(licence: {entry['licence']}).")
     if entry["download"]:
         return f"{head} Download it with: {fetch_command(entry, models_dir)}"
+    if entry.get("converter") == "talkinghead.py flame convert":
+        return (f"{head} {entry['instructions']} The exact command: {cli_command()} flame convert "
+                f"/path/to/generic_model.pkl --models-dir {shlex.quote(str(models_dir))}")
     return f"{head} {entry['instructions']}"
 
 
@@ -69,20 +72,35 @@ def missing_message_for_file(filename: str, folder: Optional[str] = None,
 
 def fetch(entry_ids: Iterable[str], models_dir: Union[str, os.PathLike], manifest: ManifestSource = None,
           accept_licences: Iterable[str] = (), base_url: Optional[str] = None,
-          progress_factory: Optional[Callable[[dict], Callable[[int, int], None]]] = None) -> list[str]:
+          progress_factory: Optional[Callable[[dict], Callable[[int, int], None]]] = None,
+          trust_on_first_use: bool = False) -> list[str]:
     """Download the given entries into ``models_dir``; returns one line per entry saying what happened.
 
     Refuses (``WeightsError``) entries that are not downloadable or whose licences were neither accepted now nor
     recorded earlier.  An existing file that passes its checks is never touched; one that fails them is left alone and
     reported.  ``base_url`` replaces each entry's url by ``<base_url>/<filename>``.  ``progress_factory(entry)``
     may return a ``progress(done_bytes, total_bytes)`` callback.
+
+    An entry whose sha256 is neither in the manifest nor in the models dir's lock file is only downloaded with
+    ``trust_on_first_use``; its size and sha256 are then recorded in the lock file and checked from then on.
     """
-    entries = [get_entry(entry_id, manifest) for entry_id in entry_ids]
+    entries = [pinned(get_entry(entry_id, manifest), models_dir) for entry_id in entry_ids]
     _refuse_manual(entries)
+    _refuse_unpinned(entries, Path(models_dir), trust_on_first_use)
     accepted = accepted_licences(models_dir) | set(accept_licences)
     _refuse_without_consent(entries, accepted)
     record_licences(models_dir, {name for entry in entries for name in entry["consent"]})
     return [_fetch_one(entry, Path(models_dir), base_url, progress_factory) for entry in entries]
+
+
+def _refuse_unpinned(entries: Sequence[dict], models_dir: Path, trust: bool) -> None:
+    unpinned = [entry["id"] for entry in entries if entry["download"] and entry["sha256"] is None
+                and not (models_dir / entry["target"] / entry["filename"]).is_file()]
+    if unpinned and not trust:
+        raise WeightsError(f"no published sha256 for {', '.join(unpinned)}, so a substituted or damaged download "
+                           "could not be detected. To accept the file as the server sends it now, run again with "
+                           f"--trust-on-first-use: its size and sha256 are printed and recorded in "
+                           f"{models_dir / LOCK_FILE}, and checked from then on.")
 
 
 def _refuse_manual(entries: Sequence[dict]) -> None:
@@ -112,10 +130,17 @@ def _fetch_one(entry: dict, models_dir: Path, base_url: Optional[str], progress_
                            "it, then fetch again.")
     url = f"{base_url.rstrip('/')}/{entry['filename']}" if base_url else entry["url"]
     progress = progress_factory(entry) if progress_factory else None
+    first_use = entry["sha256"] is None
     try:
-        download_file(url, final_path, entry["size"], entry["sha256"], progress)
+        download_file(url, final_path, entry["size"], entry["sha256"], progress, allowed_hosts=allowed_hosts(entry, url),
+                      require_length=first_use and entry["size"] is None)
     except DownloadError as error:
         raise DownloadError(f"{entry['id']}: {error}") from error
+    if first_use:
+        digest, size = sha256_of(final_path), final_path.stat().st_size
+        lock = record_lock(models_dir, entry, size, digest)
+        return (f"{entry['id']}: downloaded to {final_path} (trusted on first use: {size} bytes, sha256 {digest}, "
+                f"recorded in {lock})")
     return f"{entry['id']}: downloaded to {final_path}"
 
 
@@ -153,7 +178,7 @@ def verify_rows(models_dir: Union[str, os.PathLike], manifest: ManifestSource = 
     """(id, state, path, sha256 or "-") for the given entries (default all), hashing every present file once."""
     rows = []
     for entry_id in entry_ids or load_manifest(manifest):
-        entry, path = get_entry(entry_id, manifest), expected_path(entry_id, models_dir, manifest)
+        entry, path = pinned(get_entry(entry_id, manifest), models_dir), expected_path(entry_id, models_dir, manifest)
         if path.is_file():
             digest = sha256_of(path)
             rows.append((entry_id, check_file(entry, path, digest), str(path), digest))
@@ -179,7 +204,8 @@ def _cmd_fetch(args) -> int:
         raise WeightsError("name the ids to fetch or pass --all (not both)")
     ids = [entry_id for entry_id, entry in entries.items() if entry["download"]] if args.all else args.ids
     for line in fetch(ids, args.models_dir, manifest=args.manifest, accept_licences=args.accept_licence,
-                      base_url=args.base_url, progress_factory=_StderrProgress):
+                      base_url=args.base_url, progress_factory=_StderrProgress,
+                      trust_on_first_use=args.trust_on_first_use):
         print(line)
     return 0
 
@@ -202,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     fetch_parser.add_argument("--accept-licence", action="append", default=[], metavar="NAME",
                               help="accept a licence an entry requires, e.g. cc-by-nc-4.0 (recorded for next time)")
     fetch_parser.add_argument("--base-url", help="fetch <URL>/<filename> instead of each entry's url")
+    fetch_parser.add_argument("--trust-on-first-use", action="store_true",
+                              help="accept files whose sha256 is not published: the download's size and sha256 are "
+                                   f"printed and recorded in <models>/{LOCK_FILE}, and checked from then on")
     return parser
 
 

@@ -20,6 +20,7 @@ KNOWN_CONSENTS = frozenset({"cc-by-nc-4.0", "flame"})
 REQUIRED_FIELDS = ("id", "title", "filename", "target", "url", "size", "sha256", "licence", "consent", "features",
                    "optional", "download", "instructions")
 CONSENT_FILE = "talkinghead_accepted_licences.json"
+LOCK_FILE = "talkinghead_weights.lock.json"  # size + sha256 recorded at the first download of an unpinned entry
 PART_SUFFIX = ".part"
 
 # File states reported by list/verify.
@@ -93,12 +94,57 @@ def _download_problems(entry: Mapping[str, Any]) -> list[str]:
     if not entry["download"]:
         problems = [] if entry["instructions"] else ["a non-downloadable entry needs instructions for the user"]
         return problems + (["a non-downloadable entry must have url null"] if entry["url"] is not None else [])
-    # FLAME may only be obtained after registering with MPI (gagavatar.md §5): the tool must never fetch it.
+    # FLAME may only be obtained after registering with MPI: the tool must never fetch it.
     if "flame" in entry["consent"]:
         return ["an entry needing FLAME consent must not be downloadable"]
     if not str(entry["url"] or "").startswith(("https://", "http://")):
         return ["a downloadable entry needs an http(s) url"]
+    hosts = entry.get("hosts")
+    if hosts is not None and (not isinstance(hosts, list) or not all(isinstance(h, str) and h for h in hosts)):
+        return ["hosts must be a list of host names (where the url may redirect)"]
     return []
+
+
+def allowed_hosts(entry: Mapping[str, Any], url: Optional[str] = None) -> list[str]:
+    """Hosts a download of ``entry`` may be redirected to: the url's own host plus the entry's ``hosts`` list."""
+    from urllib.parse import urlsplit
+
+    own = urlsplit(url or entry["url"] or "").hostname
+    return sorted({h.lower() for h in [*(entry.get("hosts") or []), *([own] if own else [])]})
+
+
+def lock_records(models_dir: Union[str, os.PathLike]) -> dict[str, dict]:
+    """The lock file's records by entry id (``{}`` when there is none)."""
+    path = Path(models_dir) / LOCK_FILE
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text("utf-8"))
+    return {k: v for k, v in (data.get("entries") or {}).items() if isinstance(v, dict)}
+
+
+def record_lock(models_dir: Union[str, os.PathLike], entry: Mapping[str, Any], size: int, sha256: str) -> Path:
+    """Remember the size and sha256 of an unpinned entry's first accepted download (written atomically)."""
+    records = lock_records(models_dir)
+    records[entry["id"]] = {"filename": entry["filename"], "target": entry["target"], "size": int(size),
+                            "sha256": sha256}
+    path = Path(models_dir) / LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"entries": records}, indent=2, sort_keys=True) + "\n", "utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def pinned(entry: Mapping[str, Any], models_dir: Union[str, os.PathLike, None]) -> dict:
+    """``entry`` with its size/sha256 taken from the lock file where the manifest has none."""
+    entry = dict(entry)
+    record = lock_records(models_dir).get(entry["id"]) if models_dir else None
+    if record and record.get("filename") == entry["filename"]:
+        if entry["sha256"] is None:
+            entry["sha256"] = record.get("sha256")
+        if entry["size"] is None:
+            entry["size"] = record.get("size")
+    return entry
 
 
 def _duplicate_problems(entries: list, field: str) -> list[str]:
@@ -149,7 +195,7 @@ def file_state(entry_id: str, models_dir: Union[str, os.PathLike], manifest: Man
 
     Without ``check_hash`` only the size is checked (fast); with it, files whose entry has a sha256 are hashed.
     """
-    entry = get_entry(entry_id, manifest)
+    entry = pinned(get_entry(entry_id, manifest), models_dir)
     path = expected_path(entry_id, models_dir, manifest)
     if not path.is_file():
         return PARTIAL if part_path(path).is_file() else MISSING

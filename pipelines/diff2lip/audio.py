@@ -1,4 +1,4 @@
-"""Wav2Lip-style mel spectrogram and per-video-frame mel windows, as Diff2Lip computes them (§5.9, §6)."""
+"""Wav2Lip-style mel spectrogram and per-video-frame mel windows, as Diff2Lip computes them."""
 from __future__ import annotations
 
 import librosa
@@ -12,12 +12,13 @@ MEL_CONFIG = {"n_mels": 80, "sample_rate": SAMPLE_RATE, "n_fft": 800, "hop_lengt
 MEL_FRAMES_PER_SECOND = 80  # hop 200 at 16 kHz
 WINDOW_MEL_FRAMES = 16  # 200 ms of audio per video frame
 REFERENCE_FPS = 25.0
+SILENCE_MEL = -4.0  # melspectrogram() of zeros: the -100 dB floor normalised and clipped
 
 
 def melspectrogram(wav_16k: np.ndarray) -> np.ndarray:
     """[80, 1 + len//200] float64 mel in [-4, 4] of a 16 kHz mono waveform (float in [-1,1]; int16 is scaled).
 
-    Pre-emphasis 0.97, |STFT| (n_fft 800, hop 200, Hann, centred with ZERO padding, trap 7), Slaney mel 55..7600 Hz,
+    Pre-emphasis 0.97, |STFT| (n_fft 800, hop 200, Hann, centred with ZERO padding), Slaney mel 55..7600 Hz,
     20·log10 with a 1e-5 floor, minus 20 dB, then symmetric normalisation to [-4, 4] with clipping.
     """
     wav = np.asarray(wav_16k)
@@ -42,7 +43,8 @@ def melspectrogram(wav_16k: np.ndarray) -> np.ndarray:
 def window_start(frame: int, fps: float = REFERENCE_FPS) -> int:
     """First mel frame of video frame ``frame``'s window: the window starts one 25-fps frame (40 ms) before it.
 
-    At 25 fps this is the reference's ``int(80 * max(k - 1, 0) / 25)`` (trap 5: frames 0 and 1 share row 0).
+    At 25 fps this is the reference's ``int(80 * max(k - 1, 0) / 25)`` (frames 0 and 1 share row 0;
+    Wav2Lip's ``int(80 * k / 25)`` would shift the audio by 40 ms).
     """
     start_frame = max(frame - fps / REFERENCE_FPS, 0)
     return int(MEL_FRAMES_PER_SECOND * (start_frame / fps))
@@ -57,7 +59,8 @@ def mel_windows(mel: np.ndarray, fps: float = REFERENCE_FPS, num_frames: int | N
 
     Without ``num_frames`` the windows stop, as in the reference, at the first one that would run past the audio.
     With ``num_frames`` exactly that many are returned: frames past the end of the audio repeat the last complete
-    window (so video longer than its audio keeps its length).
+    window (so video longer than its audio keeps its length), and a clip shorter than one window (a single frame, a
+    still image) gets its mel padded with silence to one window instead of an "audio too short" error.
     """
     mel = np.asarray(mel)
     if mel.ndim != 2 or mel.shape[0] != 80:
@@ -66,6 +69,9 @@ def mel_windows(mel: np.ndarray, fps: float = REFERENCE_FPS, num_frames: int | N
         raise ValueError(f"fps must be positive, got {fps}")
     if num_frames is not None and num_frames < 1:
         raise ValueError(f"num_frames must be at least 1, got {num_frames}")
+    if num_frames is not None and mel.shape[1] < WINDOW_MEL_FRAMES:
+        # The clip itself is shorter than 200 ms: the audio is fine, pad it with the mel of silence.
+        mel = np.pad(mel, ((0, 0), (0, WINDOW_MEL_FRAMES - mel.shape[1])), constant_values=SILENCE_MEL)
     total = mel.shape[1]
     starts = []
     while window_start(len(starts), fps) + WINDOW_MEL_FRAMES <= total:

@@ -1,4 +1,4 @@
-"""Face boxes, square face crops and paste-back, as Diff2Lip's ``face_detect``/``generate.py`` (§5.3-5.5, 5.13)."""
+"""Face boxes, square face crops and paste-back, as Diff2Lip's ``face_detect``/``generate.py``."""
 from __future__ import annotations
 
 from typing import Callable, Sequence
@@ -10,11 +10,18 @@ import torch
 Upscale = Callable[[np.ndarray], np.ndarray]
 
 
+def to_uint8(frames: np.ndarray) -> np.ndarray:
+    """uint8 frames as they are; float 0..1 frames rounded to 0..255 (exact for frames decoded from 8-bit video)."""
+    if frames.dtype == np.uint8:
+        return frames
+    return (np.clip(frames, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
 def smooth_boxes(rects_xyxy, frame_hw: tuple[int, int], pads: Sequence[int] = (0, 0, 0, 0),
                  window: int = 5) -> np.ndarray:
     """Pad, clip and temporally smooth detector boxes; returns int64 [N,4] as (y1, y2, x1, x2).
 
-    ``pads`` = (top, bottom, left, right) pixels.  Smoothing is the reference's (trap 20): in place on an int array,
+    ``pads`` = (top, bottom, left, right) pixels.  Smoothing is the reference's: in place on an int array,
     ``boxes[i] = trunc(mean(boxes[i:i+window]))``, and near the end the window is the last ``window`` boxes, which
     already hold smoothed values.  For clips shorter than ``window`` the window is the whole clip (the reference's
     negative slice would look at only the last few boxes).
@@ -48,7 +55,7 @@ def crops_to_model(crops: np.ndarray) -> torch.Tensor:
 
 
 def model_to_crops(images: torch.Tensor, dtype: np.dtype) -> np.ndarray:
-    """NCHW [-1, 1] -> [N,S,S,3] in ``dtype``: uint8 with the reference's truncating cast (trap 22), or float 0..1."""
+    """NCHW [-1, 1] -> [N,S,S,3] in ``dtype``: uint8 with the reference's truncating cast, or float 0..1."""
     unit = ((images.float() + 1) * 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
     return (unit * 255).astype(np.uint8) if dtype == np.uint8 else unit.astype(dtype)
 
@@ -63,7 +70,7 @@ def paste_face(frame: np.ndarray, face: np.ndarray, box, upscale: Upscale | None
     Returns the written region (y1, y2, x1, x2).
     """
     y1, y2, x1, x2 = (int(v) for v in box)
-    # Super-resolution only pays off when the box is larger than the generated crop (seed phase 2.2).
+    # Super-resolution only pays off when the box is larger than the generated crop.
     if upscale is not None and (y2 - y1 > face.shape[0] or x2 - x1 > face.shape[1]):
         face = np.asarray(upscale(face))
         if face.ndim != 3 or face.shape[2] != 3:

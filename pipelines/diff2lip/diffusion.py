@@ -1,4 +1,4 @@
-"""Diff2Lip's diffusion: linear 1000-step schedule, ``ddimN`` respacing and the DDIM sampler (docs/diff2lip.md §4).
+"""Diff2Lip's diffusion: linear 1000-step schedule, ``ddimN`` respacing and the DDIM sampler.
 
 The arithmetic follows guided-diffusion step by step (float64 tables, coefficients cast to float32 before use), which
 reproduces the reference run bit for bit on CPU.
@@ -67,21 +67,21 @@ def ddim_schedule(steps: int, num_timesteps: int = NUM_TRAIN_TIMESTEPS) -> DDIMS
 
 
 def lower_half_mask(n: int, height: int, width: int, device=None) -> torch.Tensor:
-    """[n,1,H,W] float mask, 1 on rows ``int(H*0.5)``.. (the generated lower half, trap 8)."""
+    """[n,1,H,W] float mask, 1 on rows ``int(H*0.5)``.. (the generated lower half)."""
     mask = torch.zeros(n, 1, height, width, device=device)
     mask[:, :, int(height * (1 - 0.5)):] = 1
     return mask
 
 
 def composite_lower_half(sample: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """What the reference pastes: generated lower half, input upper half (the sampler never masks x, trap 10)."""
+    """What the reference pastes: generated lower half, input upper half (the sampler never masks x)."""
     mask = lower_half_mask(*sample.shape[:1], *sample.shape[2:], device=sample.device)
     return sample * mask + (1 - mask) * target
 
 
 def seeded_noise(seed: int, size: int) -> torch.Tensor:
     """One [1,3,size,size] draw, equal to ``torch.manual_seed(seed); torch.randn(...)`` without touching the global
-    RNG; the reference reuses it as x_T and as the masked-half noise of every frame (§4)."""
+    RNG; the reference reuses it as x_T and as the masked-half noise of every frame."""
     generator = torch.Generator().manual_seed(int(seed))
     return torch.randn((1, 3, size, size), generator=generator)
 
@@ -100,7 +100,7 @@ def ddim_sample(model, target: torch.Tensor, reference: torch.Tensor, mels: torc
     """DDIM sampling of the lower half of ``target`` faces; returns the final sample [N,3,H,W] before compositing.
 
     target, reference: [N,3,H,W] in [-1,1]; mels: [N,80,16] (tensors or arrays); noise: [N or 1,3,H,W], used both
-    as x_T and as the masked half of the conditioning image (trap 9).  The audio conditioning is computed once, not at every step.
+    as x_T and as the masked half of the conditioning image.  The audio conditioning is computed once, not at every step.
     ``progress(done, steps)`` runs after each step; ``step_hook`` receives a dict (index, timestep, model_out,
     pred_xstart, x) after each step.  ``generator`` drives the extra noise of eta > 0 (drawn on the CPU).
     ``skip_steps`` > 0 starts later in the schedule from ``x_init`` (an x at the noise level
@@ -125,7 +125,7 @@ def ddim_sample(model, target: torch.Tensor, reference: torch.Tensor, mels: torc
     for done, i in enumerate(reversed(range(steps - skip_steps)), start=1):
         timesteps = torch.full((n,), int(schedule.timesteps[i]), dtype=torch.long, device=device)
         model_out = model(x, timesteps, cond_img=cond_img, mask=mask, ref_img=reference, audio_style=audio_style)
-        eps = model_out[:, :3]  # channels 3-5 (learned variance) only matter for DDPM (trap 18)
+        eps = model_out[:, :3]  # channels 3-5 (learned variance) only matter for DDPM
         pred_xstart = _f32(recip[i], device) * x - _f32(recipm1[i], device) * eps
         if clip_denoised:
             pred_xstart = pred_xstart.clamp(-1, 1)

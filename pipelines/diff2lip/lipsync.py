@@ -9,18 +9,12 @@ import torch
 
 from ..face_detection import pick_face
 from .audio import mel_windows, melspectrogram
-from .crops import Upscale, crop_faces, crops_to_model, model_to_crops, paste_face, smooth_boxes
+from .crops import Upscale, crop_faces, crops_to_model, model_to_crops, paste_face, smooth_boxes, to_uint8
 from .diffusion import composite_lower_half, ddim_sample, seeded_noise, start_alpha_bar
 from .tracks import track_boxes
 
 Detection = Sequence[float]  # (x1, y1, x2, y2, score)
 Detector = Callable[[np.ndarray], Sequence[Detection]]
-
-
-def _as_uint8(frame: np.ndarray) -> np.ndarray:
-    if frame.dtype == np.uint8:
-        return frame
-    return (np.clip(frame, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
 def _inside_frame(face: Detection | None, height: int, width: int) -> bool:
@@ -29,7 +23,7 @@ def _inside_frame(face: Detection | None, height: int, width: int) -> bool:
 
 def detect_face(frame: np.ndarray, detect: Detector, pick) -> Detection | None:
     """The picked face of one frame, or None when there is none (or it lies outside the frame)."""
-    face = pick_face(detect(_as_uint8(frame)), pick)
+    face = pick_face(detect(to_uint8(frame)), pick)
     return face if _inside_frame(face, *frame.shape[:2]) else None
 
 
@@ -123,11 +117,13 @@ def lipsync(frames: np.ndarray, wav_16k: np.ndarray, fps: float, model, detect: 
     The stages are :func:`locate_faces`, :func:`generate_faces` and :func:`paste_generated`, run here batch by batch
     so that only one batch of crops is held.  As the reference (cross mode): each face is its own reference, one seeded
     noise draw serves as x_T and as the masked-half noise of every frame, and DDIM uses ``steps`` steps (25 in the
-    release).  Frames without a face pass through unchanged.  Only the generated lower half of each box is pasted
-    (``paste_whole_box=True`` writes the whole resized crop like the reference).  ``upscale`` enlarges each
+    release).  Frames without a face pass through unchanged.  Only the generated lower half of each box is pasted;
+    ``paste_whole_box=True`` works like the release instead: frames are quantised to 8 bits (exact for frames decoded
+    from 8-bit video), the 8-bit crops are resized, the result is truncated to uint8 and the whole resized crop is
+    written into the box (only the boxes are written back into float frames).  ``upscale`` enlarges each
     generated crop before it is resized into a larger box.  ``active_frames`` (bool [N], e.g. from a voice-activity
     detector) keeps the original mouth where it is False; those frames are still detected so that box smoothing of
-    their neighbours is unchanged.  ``flow_start`` > 0 (not in the reference; seed phase 4.2) replaces that fraction
+    their neighbours is unchanged.  ``flow_start`` > 0 (not in the reference) replaces that fraction
     of the DDIM steps by :func:`flow_guided_start` from the previous frame's result, for temporal coherence; frames
     are then sampled one by one, in order.  ``max_gap``: detection gaps of at most this many frames between
     detected frames get interpolated boxes and are generated like the others (longer gaps pass through).
@@ -160,12 +156,13 @@ def lipsync(frames: np.ndarray, wav_16k: np.ndarray, fps: float, model, detect: 
     batches = [to_generate[i:i + batch_size] for i in range(0, len(to_generate), batch_size)]
     total = n + len(batches) * steps
 
-    output = frames.copy()
+    source = to_uint8(frames) if paste_whole_box else frames  # the release crops, generates and pastes in uint8
+    output = source.copy()
     mask = np.zeros((n, height, width), dtype=np.float32)
     previous = None  # (frame index, input crop, generated crop) of the last frame, for flow_start
     for b, batch in enumerate(batches):
         batch_boxes = np.stack([boxes[i] for i in batch])
-        crops = crop_faces([frames[i] for i in batch], batch_boxes, model.image_size)
+        crops = crop_faces([source[i] for i in batch], batch_boxes, model.image_size)
         step_progress = None if progress is None else (lambda done, _t, base=n + b * steps: progress(base + done, total))
         if skip and previous is not None and previous[0] == batch[0] - 1:
             x_init = flow_guided_start(model, previous[2], previous[1], crops[0], steps, skip, seed)
@@ -174,6 +171,10 @@ def lipsync(frames: np.ndarray, wav_16k: np.ndarray, fps: float, model, detect: 
             faces_out = generate_faces(model, crops, mels[batch], steps, seed, step_progress)
         previous = (batch[-1], crops[-1], faces_out[-1])
         paste_generated(output, mask, batch, faces_out, batch_boxes, upscale, lower_half=not paste_whole_box)
+    if source is not frames:  # back to the input's float frames: outside the written boxes they stay bit-identical
+        written = mask > 0
+        output, output_8bit = frames.copy(), output
+        output[written] = output_8bit[written].astype(frames.dtype) / 255.0
     if progress is not None:
         progress(total, total)  # close the bar (detection-time estimate; flow_start frames take fewer steps)
     passed = [i for i in range(n) if i not in boxes]

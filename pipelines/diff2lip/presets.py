@@ -1,6 +1,13 @@
-"""DDIM quality presets (seed phase 1): steps per preset. The release samples with ddim25 ("balanced")."""
+"""DDIM quality presets: steps per preset. The release samples with ddim25 ("balanced")."""
 
 QUALITY_PRESETS = {"fast": 10, "balanced": 25, "high": 50, "ultra": 100}
+
+# How a generated crop goes back into its frame -> ``lipsync(paste_whole_box=...)``.  The release resizes the whole
+# 128x128 result (upper half included, so it is resampled twice) into the box, in 8 bits; "lower half" writes only the
+# generated rows and leaves the rest of the frame bit-identical.
+RELEASE_PASTE = "whole box (release)"
+PASTE_MODES = {RELEASE_PASTE: True, "lower half": False}
+RELEASE_PADS = (0, 0, 0, 0)  # (top, bottom, left, right) of the release's generate.py; Wav2Lip's are (0, 10, 0, 0)
 
 
 def steps_for(quality: str, custom_steps: int | None = None) -> int:

@@ -123,12 +123,12 @@ class FanLandmarker:
 def local_file_aligner(face_alignment, path: Path, device: str, flip_input: bool):
     """A ``face_alignment.FaceAlignment`` whose FAN weights come from ``path`` and whose detector is the no-weight
     'folder' detector (boxes are always passed in)."""
-    import torch
+    from ...models.state_dict_file import read_state_dict
 
     class LocalFileFaceAlignment(face_alignment.FaceAlignment):
         def _load_native(self, network_name, network_size, device, dtype):
             network = face_alignment.models.FAN(network_size)
-            state = torch.load(path, map_location=device, weights_only=True)
+            state = read_state_dict(path, "2D-FAN")  # the pack's checked reader (clear errors, no code)
             try:
                 network.load_state_dict(state)
             except (RuntimeError, TypeError, AttributeError) as error:

@@ -23,6 +23,12 @@ from .masks import feather_inside, feather_outside
 
 _SUBPIXEL_BITS = 4  # cv2.fillPoly fixed-point precision: polygon vertices at 1/16 px
 
+# Defaults of the composite, shared with the Lip-Mask Composite node (expansion and feather measured, see above).
+DEFAULT_EXPANSION = 1.2
+DEFAULT_FEATHER = 0.2
+DEFAULT_ADAPTIVE_GAIN = 1.0  # the mask grows with the mouth opening: room for the jaw and teeth of an open mouth
+DEFAULT_SMOOTH_WINDOW = 5  # frames over which the opening ratio is smoothed
+
 
 def _scheme(name: str):
     if name not in LIP_SCHEMES:
@@ -100,7 +106,8 @@ def smooth_series(values, window: int = 5) -> np.ndarray:
         return np.where(counts > 0, totals / counts, np.nan).astype(np.float32)
 
 
-def adaptive_expansion(opening_ratio, base_expansion: float = 1.2, gain: float = 1.0, window: int = 5) -> np.ndarray:
+def adaptive_expansion(opening_ratio, base_expansion: float = DEFAULT_EXPANSION, gain: float = DEFAULT_ADAPTIVE_GAIN,
+                       window: int = DEFAULT_SMOOTH_WINDOW) -> np.ndarray:
     """Per-frame expansion ``base·(1 + gain·smoothed_opening)``; frames without landmarks nearby use ``base``.
 
     An open mouth (ratio ~0.4-0.6) needs room for the jaw and the generated teeth; a closed one (~0) keeps the mask
@@ -160,8 +167,9 @@ def masks_from_landmarks(region, marks: dict, expansions, feather: float, scheme
     return masks, fallback
 
 
-def lip_composite_masks(original, generated, region_mask, expansion: float = 1.2, feather: float = 0.2,
-                        adaptive_gain: float = 0.0, smooth_window: int = 5, landmarker=facemesh_landmarks,
+def lip_composite_masks(original, generated, region_mask, expansion: float = DEFAULT_EXPANSION,
+                        feather: float = DEFAULT_FEATHER, adaptive_gain: float = DEFAULT_ADAPTIVE_GAIN,
+                        smooth_window: int = DEFAULT_SMOOTH_WINDOW, landmarker=facemesh_landmarks,
                         scheme: str = "facemesh",
                         progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, dict]:
     """Soft composite masks [N,H,W] around the lips of both the original and the generated frame.
@@ -169,7 +177,8 @@ def lip_composite_masks(original, generated, region_mask, expansion: float = 1.2
     The lip polygons of the original and of the generated frame are united (the original mouth must be covered and the
     generated one shown), then limited to the region mask feathered inwards; both feathers are ``feather × mouth
     width`` px (see :func:`lip_polygon_masks`).
-    ``adaptive_gain > 0`` makes the expansion follow the generated frame's smoothed mouth-opening ratio.
+    ``adaptive_gain > 0`` (the default) makes the expansion follow the generated frame's smoothed mouth-opening
+    ratio; 0 keeps it fixed.
     ``landmarker(frames, region_mask, progress)`` returns ``(points, found)`` in layout ``scheme``.
 
     Returns ``(masks, info)`` with info keys ``fallback_frames`` (indices that use the hard region mask because no

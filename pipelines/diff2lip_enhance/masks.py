@@ -1,7 +1,8 @@
 """Soft-mask geometry: feathering by distance, boundary rings, box-to-face helpers.
 
 Feathering uses the Euclidean distance to the mask edge (not a Gaussian blur of the mask) so that a mask feathered
-"inside" stays exactly 0 outside its support: the seed plan's blurred masks leaked into untouched pixels.
+"inside" stays exactly 0 outside its support: blurring a mask that is not
+zero-padded first leaks into untouched pixels.
 """
 from __future__ import annotations
 

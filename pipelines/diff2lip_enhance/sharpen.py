@@ -1,6 +1,6 @@
 """Stage 2: unsharp-mask sharpening of the generated mouth region.
 
-The seed plan filtered the whole frame with ``[[-1,-1,-1],[-1,9,-1],[-1,-1,-1]]·strength``. That kernel sums to
+A common add-on filters the whole frame with ``[[-1,-1,-1],[-1,9,-1],[-1,-1,-1]]·strength``. That kernel sums to
 ``strength`` instead of 1, so it darkens the frame (strength 0.3 scales brightness to 30 %) and it touches every
 pixel. What it meant is an unsharp mask whose DC gain is 1, applied only inside the generated region.
 """

@@ -1,4 +1,4 @@
-"""Super-resolution of the generated face crop (seed phase 2.2) before it is resized into a larger face box.
+"""Super-resolution of the generated face crop before it is resized into a larger face box.
 
 The Diff2Lip UNet works at 128x128; a 400 px face box gets a 3x bilinear blow-up of that crop in the reference.
 Here a super-resolution network (Real-ESRGAN x2/x4 ``.pth`` files loaded by spandrel — ComfyUI core's

@@ -1,10 +1,10 @@
 """Stage 6: flow-guided temporal consistency of the generated region.
 
 Diff2Lip samples every frame independently (no temporal layer), so the mouth flickers. A plain EMA with the previous
-output (the seed plan's ``TemporalSmoother``) mixes in the previous frame at the previous position and smears moving
-edges (ghosting). Here the previous OUTPUT is first warped into the current frame with dense optical flow (OpenCV DIS
-or Farneback), pixels that fail a forward-backward consistency check (occlusions, flow errors) are not blended, and
-only the masked region is touched.
+output (the usual ``TemporalSmoother`` of lip-sync add-ons) mixes in the previous frame at the previous position and
+smears moving edges (ghosting). Here the previous OUTPUT is first warped into the current frame with dense optical
+flow (OpenCV DIS or Farneback), pixels that fail a forward-backward consistency check (occlusions, flow errors) are
+not blended, and only the masked region is touched.
 """
 from __future__ import annotations
 
@@ -133,7 +133,8 @@ def flow_warped_initial_guess(previous_generated_crop, previous_input_crop, curr
     ``x_t0 = sqrt(ᾱ_t0)·guess + sqrt(1 − ᾱ_t0)·noise`` (SDEdit), using the seed-7 noise and plain noise where
     ``valid`` is False; then run DDIM from t0 instead of from 960. Starting at 960 is pointless: the linear schedule
     has ᾱ_960 ≈ 1e-4, so the guess would carry 1 % of x_T. Only the masked lower half is sampled, and the cond_img
-    noise must stay the unchanged seed-7 tensor (diff2lip trap 9: the model saw exactly that noise in training).
+    noise must stay the unchanged seed-7 tensor (the model saw exactly that noise, the same tensor as x_T,
+    in training; other noise is a distribution shift).
     A later t0 gives more temporal coherence and less freedom for the new mouth shape.
     """
     previous_generated = np.asarray(previous_generated_crop, dtype=np.float32)

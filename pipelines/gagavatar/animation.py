@@ -1,15 +1,15 @@
 """GAGAvatar animation: encode a source once, then per driver frame FLAME -> Gaussians -> 32-channel splat -> refiner.
 
-Per frame (gagavatar.md §1, §7): ``t_points = FLAME(source shape, driver expression, driver posecode, driver eyecode)``
-× 5 (the FLAME layer's scale) replaces the xyz of the 5,023 expression Gaussians (trap 8); the whole set is splatted
+Per frame: ``t_points = FLAME(source shape, driver expression, driver posecode, driver eyecode)``
+× 5 (the FLAME layer's scale) replaces the xyz of the 5,023 expression Gaussians; the whole set is splatted
 with the DRIVER camera (``transform_matrix``, focal 12, zero 32-channel background, the refiner's size = 512²) and
 the StyleUNet turns the splat into RGB, clamped to [0,1].
 
-FLAME pose convention (trap 7): tracked ``posecode = [0,0,0, jaw]`` — the global rotation is always 0 and the head
+FLAME pose convention: tracked ``posecode = [0,0,0, jaw]`` — the global rotation is always 0 and the head
 pose lives in the camera, so the lifted Gaussians stay where the SOURCE camera put them and the driver camera alone
 moves the view.  The posecode is passed to FLAME unchanged, like the reference.
 
-Unlike the reference (trap 16), the source encoding is cached by CONTENT (image bytes + transform + model), so a
+Unlike the reference, the source encoding is cached by CONTENT (image bytes + transform + model), so a
 new source image never reuses a stale encoding and the same one is never encoded twice.
 
 ``splat_frames`` + ``refine_splats`` split ``animate`` in two (ComfyUI: an "animate" node emitting the splats as a
@@ -28,10 +28,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ...models.camera_geometry import FOCAL_LENGTH, camera_matrices, camera_tanfov
 from .driver import TrackedDriver, as_driver
-from .geometry import camera_matrices, camera_tanfov
 
-FOCAL = 12.0
 Progress = Callable[[int, int], None] | None
 
 _SOURCE_CACHE: "weakref.WeakKeyDictionary[torch.nn.Module, OrderedDict]" = weakref.WeakKeyDictionary()
@@ -49,7 +48,7 @@ def prepare_source_image(image, size: int = 518) -> torch.Tensor:
     """Source crop -> [1,3,size,size] float32 in 0..1 on the CPU.
 
     ``image``: numpy or torch, [H,W,3] / [1,H,W,3] (IMAGE layout) or [3,H,W] / [1,3,H,W]; float in 0..1 or uint8.
-    Non-``size`` crops (the tracker's 512) are resized with antialiased bilinear, as the reference does (trap 11).
+    Non-``size`` crops (the tracker's 512) are resized with antialiased bilinear, as the reference does.
     """
     tensor = torch.as_tensor(np.asarray(image)) if not isinstance(image, torch.Tensor) else image.detach().cpu()
     if tensor.ndim == 4 and tensor.shape[0] == 1:
@@ -135,8 +134,8 @@ def render_splat(model, avatar, t_points: torch.Tensor, transform, autocast_dtyp
     with torch.no_grad(), _autocast(device, autocast_dtype):
         gaussians = model.gaussians(avatar, t_points[None].to(device))
     gaussians = {name: value[0].float() for name, value in gaussians.items()}
-    view, projection = camera_matrices(torch.as_tensor(transform, dtype=torch.float32, device=device), FOCAL)
-    tanfovx, tanfovy = camera_tanfov(FOCAL)
+    view, projection = camera_matrices(torch.as_tensor(transform, dtype=torch.float32, device=device), FOCAL_LENGTH)
+    tanfovx, tanfovy = camera_tanfov(FOCAL_LENGTH)
     size, channels = model.refine_size, gaussians["colors"].shape[-1]
     return rasterize(gaussians["xyz"], gaussians["scales"], gaussians["rotations"], gaussians["opacities"],
                      gaussians["colors"], view, projection, tanfovx, tanfovy, size, size,
@@ -192,7 +191,7 @@ def refine_splats(model, splats, batch_size: int = 1, progress: Progress = None,
     """Refiner over splats [T,32,S,S] -> frames float32 [T,S,S,3] in 0..1 (clamped, like the reference output).
 
     ``randomize_noise=False`` (default) uses the checkpoint's noise buffers: deterministic, no temporal shimmer;
-    True draws fresh noise per frame like the reference (trap 12).
+    True draws fresh noise per frame like the reference.
     """
     batch_size = _check_batch_size(batch_size)
     splats = torch.as_tensor(splats)

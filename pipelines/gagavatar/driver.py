@@ -1,4 +1,4 @@
-"""Tracked GAGAvatar drivers in the official layout (gagavatar.md §6.4).
+"""Tracked GAGAvatar drivers in the official layout.
 
 A driver directory holds ``smoothed.pkl`` (video) or ``optim.pkl`` (image set) — a pickled dict
 ``key -> {bbox (4,), shapecode (300,), expcode (100,), posecode (6,) = [0,0,0, jaw], eyecode (6,),
@@ -8,7 +8,7 @@ transform_matrix (3,4)}`` of float32 arrays — and ``img_lmdb/``, an LMDB mappi
 Differences from the reference loader, on purpose:
 
 - Frames are ordered by ``int(key.split('_')[-1])`` for videos *and* image sets.  The reference shuffles image sets
-  and keeps 60 frames, seeded by wall-clock time (trap 17); here the order is deterministic (natural key order, keys
+  and keeps 60 frames, seeded by wall-clock time; here the order is deterministic (natural key order, keys
   without a numeric suffix last, by name) and ``max_frames`` keeps the first N.
 - ``fps`` is never assumed (the reference hard-codes 25): it comes from the caller or from ``meta.json``, which
   :func:`write_tracked` adds beside the official files (the official pickles carry no frame rate).
@@ -214,9 +214,25 @@ def read_tracked(path, fps: float | None = None, max_frames: int | None = None,
     if load_images and images is not None:
         images = np.asarray(images)
     if fps is None and (root / META_FILE).is_file():
-        fps = json.loads((root / META_FILE).read_text()).get("fps")
+        fps = _meta_fps(root / META_FILE)
     return TrackedDriver(keys=keys, images=images, fps=None if fps is None else float(fps), image_set=image_set,
                          source_path=str(root), **codes)
+
+
+def _meta_fps(path: Path):
+    """The ``fps`` stored in ``meta.json`` (None when absent), refused when it is not a frame rate in 1..240."""
+    from ..validation import check_fps
+
+    if path.stat().st_size > 1 << 20:
+        raise ValueError(f"{path} is larger than 1 MiB; a driver's meta.json only holds its frame rate")
+    try:
+        meta = json.loads(path.read_text("utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); fix or delete it and set the fps input") from None
+    fps = meta.get("fps") if isinstance(meta, dict) else None
+    if fps is None:
+        return None
+    return check_fps(fps, str(path), "fps (fix the file, or set the fps input to override it)")
 
 
 def _encode_image(image: np.ndarray, image_format: str) -> bytes:

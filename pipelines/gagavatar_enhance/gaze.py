@@ -1,6 +1,6 @@
 """Gaze correction (FLAME eye pose) and eye-region sharpening of rendered frames.
 
-Geometry (gagavatar.md §3.2, §5, traps 6-8):
+Geometry:
 
 - World space is FLAME × scale (5): the space of GAGAvatar's ``t_points`` and of the driver camera.
 - ``transform_matrix`` is PyTorch3D [R|T] with row vectors, X_cam = X_world R + T, so the camera centre is
@@ -23,13 +23,13 @@ from typing import Callable, Mapping
 import numpy as np
 import torch
 
+from ...models.camera_geometry import FOCAL_LENGTH
 from ...models.flame import FlameLayer
 from .detail import DetailConfig, enhance_frame_details, validate_frames_and_mask
 from .rotations import quat_conjugate, quat_exp, quat_log, quat_multiply, quat_rotate, quat_slerp, rotation_between
 from .smoothing import require_track
 
 REST_GAZE = np.array([0.0, 0.0, 1.0])
-FOCAL_NDC = 12.0
 EYE_JOINTS = (3, 4)
 
 
@@ -40,7 +40,7 @@ def camera_centres(transform: np.ndarray) -> np.ndarray:
 
 
 def project_points(points: np.ndarray, transform: np.ndarray, image_size: tuple[int, int] = (512, 512),
-                   focal_ndc: float = FOCAL_NDC) -> np.ndarray:
+                   focal_ndc: float = FOCAL_LENGTH) -> np.ndarray:
     """Project world points [T,N,3] with the driver cameras [T,3,4] to pixel coordinates [T,N,2] (x right, y down;
     pixel (i, j) has its centre at (i, j)).  ``image_size`` is (H, W)."""
     transform = np.asarray(transform, dtype=np.float64)

@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..diff2lip.audio import mel_windows, melspectrogram
-from ..diff2lip.crops import crop_faces
+from ..diff2lip.crops import crop_faces, to_uint8
 from ..diff2lip.lipsync import detect_face, flow_guided_start, generate_faces, paste_generated
 from ..diff2lip.tracks import BoxTrack
 from ..media import audio_to_mono, fit_audio_to_frames, make_audio
@@ -43,6 +43,7 @@ class LipSyncStage(Stage):
     pick: object = "largest"
     smooth_window: int = 5
     paste_whole_box: bool = False
+    paste_name: str = "lower half"  # as the node shows it, for the report
     close_mouth_in_silence: bool = False
     flow_start: float = 0.0
     max_gap: int = 0
@@ -107,8 +108,10 @@ class _LipSyncRun(StageRun):
             return
         indices = [entry[0].index for entry in batch]
         boxes = np.stack([entry[1] for entry in batch])
-        frames = [entry[0].image for entry in batch]
-        crops = crop_faces(frames, boxes, stage.model.image_size)
+        frames = np.stack([entry[0].image for entry in batch])
+        # As the whole-clip lipsync: the release's whole-box paste crops, generates and pastes in 8 bits
+        source = to_uint8(frames) if stage.paste_whole_box else frames
+        crops = crop_faces(source, boxes, stage.model.image_size)
         if self.skip and self.previous is not None and self.previous[0] == indices[0] - 1:
             x_init = flow_guided_start(stage.model, self.previous[2], self.previous[1], crops[0], stage.steps,
                                        self.skip, stage.seed)
@@ -117,10 +120,14 @@ class _LipSyncRun(StageRun):
         else:
             faces = generate_faces(stage.model, crops, self.mels[indices], stage.steps, stage.seed, self._tick)
         self.previous = (indices[-1], crops[-1], faces[-1])
-        output = np.stack(frames)  # a copy: the originals stay untouched
+        output = source.copy()  # the originals stay untouched
         masks = np.zeros(output.shape[:3], np.float32)
         paste_generated(output, masks, range(len(batch)), faces, boxes, stage.upscale,
                         lower_half=not stage.paste_whole_box)
+        if source is not frames:  # back to float: outside the written boxes the frames stay bit-identical
+            written = masks > 0
+            output, output_8bit = frames.copy(), output
+            output[written] = output_8bit[written].astype(frames.dtype) / 255.0
         for k, entry in enumerate(batch):
             entry[0].image = output[k]
             entry[0].set_mask("generated", masks[k])
@@ -150,7 +157,8 @@ class _LipSyncRun(StageRun):
         return self._ready()
 
     def report(self):
-        report = dict(self.counts, passed_through=len(self.passed), steps=self.stage.steps, bridged=len(self.bridged),
+        report = dict(self.counts, passed_through=len(self.passed), steps=self.stage.steps,
+                      paste=self.stage.paste_name, bridged=len(self.bridged),
                       bridged_frames=self.bridged[:50])
         if len(self.passed) <= 50:  # keep the report readable; the count stays
             report["passed_through_frames"] = self.passed

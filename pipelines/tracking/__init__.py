@@ -1,4 +1,4 @@
-"""GAGAvatar tracker (framework-free): plain portrait / video frames -> FLAME codes + cameras (gagavatar.md §6).
+"""GAGAvatar tracker (framework-free): plain portrait / video frames -> FLAME codes + cameras.
 
 - :func:`load_tracker` (``folder`` = ``models/gagavatar/track``) -> :class:`TrackerModels`
 - :func:`track_image` -> one-frame :class:`~..gagavatar.TrackedDriver`; :func:`track_video` -> (driver, report)

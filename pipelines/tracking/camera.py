@@ -1,4 +1,4 @@
-"""Camera maths of the GAGAvatar tracker (gagavatar.md §6.2-§6.3, trap 6), written for torch tensors.
+"""Camera maths of the GAGAvatar tracker, written for torch tensors.
 
 Conventions:
 
@@ -16,15 +16,15 @@ import math
 
 import torch
 
+from ...models.camera_geometry import FOCAL_LENGTH
 from ...models.flame import rodrigues  # SMPL-style Rodrigues (angle = |v + 1e-8|), the FLAME layer's own
 
-FOCAL = 12.0
 IMAGE_SIZE = 512
 # The EMICA-based start camera (OptimEngine.transform_emoca_to_p3d): focal and depth 5000/512, then the
 # translation is rescaled by focal/13 (x verts_scale/5 = 1).
 START_FOCAL = 5000.0 / IMAGE_SIZE
 START_DEPTH = 5000.0 / IMAGE_SIZE
-START_TRANSLATION_SCALE = FOCAL / 13.0
+START_TRANSLATION_SCALE = FOCAL_LENGTH / 13.0
 
 
 def rotation_6d_to_matrix(d6: torch.Tensor) -> torch.Tensor:
@@ -57,7 +57,7 @@ def axis_angle_to_matrix(axis_angle: torch.Tensor) -> torch.Tensor:
 
 
 def project_to_screen(points: torch.Tensor, rotation: torch.Tensor, translation: torch.Tensor,
-                      focal: float = FOCAL, image_size: int = IMAGE_SIZE) -> torch.Tensor:
+                      focal: float = FOCAL_LENGTH, image_size: int = IMAGE_SIZE) -> torch.Tensor:
     """Pixel coordinates [B,N,2] of world points [B,N,3] seen by PyTorch3D cameras ``R`` [B,3,3], ``T`` [B,3]."""
     camera = points @ rotation + translation[:, None, :]
     ndc = focal * camera[..., :2] / camera[..., 2:3]

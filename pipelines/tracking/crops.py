@@ -1,4 +1,4 @@
-"""Crops of the GAGAvatar tracker (gagavatar.md §6.1, §6.3), reproducing the reference's box arithmetic.
+"""Crops of the GAGAvatar tracker, reproducing the reference's box arithmetic.
 
 Images here are torch tensors [3,H,W] float in 0..255 (RGB), as the reference passes them around.  Every crop is
 torchvision's ``crop`` (zero padding outside the image) followed by an antialiased bilinear ``resize``.

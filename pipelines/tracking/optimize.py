@@ -1,4 +1,4 @@
-"""Per-frame camera and eye-pose fitting (``OptimEngine.lightning_optimize``, gagavatar.md §6.2).
+"""Per-frame camera and eye-pose fitting (the reference's ``OptimEngine.lightning_optimize``).
 
 Given EMICA's FLAME codes (shape, expression, jaw) the optimiser moves only the eyeballs (6), the camera rotation
 (PyTorch3D 6D, 6) and the camera translation (3) of each frame, with Adam for 300 steps, so that
@@ -8,7 +8,7 @@ Given EMICA's FLAME codes (shape, expression, jaw) the optimiser moves only the 
 
 each term a mean squared pixel error / 512.  The two landmark terms only count frames whose detected landmarks agree
 with VGGHead's (mean distance over 17:68 below 8.96 px); the others are fitted to the VGGHead vertices alone.  The
-FLAME global rotation stays 0: the whole head pose is the camera (trap 7).
+FLAME global rotation stays 0: the whole head pose is the camera.
 """
 from __future__ import annotations
 

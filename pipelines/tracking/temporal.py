@@ -1,4 +1,4 @@
-"""Video-level helpers of the tracker: frame selection, gap filling and the reference's EMA smoothing (§6.3).
+"""Video-level helpers of the tracker: frame selection, gap filling and the reference's EMA smoothing.
 
 All functions take numpy arrays with time on axis 0.  The EMA is the reference's causal one,
 ``s_0 = x_0, s_t = alpha·x_t + (1 - alpha)·s_{t-1}`` (alpha = weight of the newest frame): boxes 0.03, camera

@@ -1,4 +1,4 @@
-"""GAGAvatar tracking from plain images: portrait -> source record, video frames -> driver (gagavatar.md §6).
+"""GAGAvatar tracking from plain images: portrait -> source record, video frames -> driver.
 
 Per crop (``analyse_crop``): FAN face box -> EMICA crops (224² for DECA/EMOCA, 320² for SCRFD -> 112² ArcFace crop
 for MICA) -> EMICA codes; VGGHead on the 512 crop -> head box + its FLAME fit; 98 landmarks in the VGGHead box -> 70.

@@ -1,7 +1,9 @@
-"""GAGAvatar camera geometry: source plane points, direction encoding and 3DGS camera matrices (gagavatar.md §2.2,
-§2.6, §3.2).
+"""GAGAvatar camera geometry: source plane points, direction encoding and 3DGS camera matrices.
 
-Camera convention (trap 6): ``transform_matrix`` [3,4] is a PyTorch3D ``[R|T]`` acting on row vectors,
+It lives under models/ because the network itself needs ``plane_points`` and ``harmonic_embedding`` to encode a
+source; the pipelines (animation, tracker, gaze) import it from here, so there is one camera and one focal length.
+
+Camera convention: ``transform_matrix`` [3,4] is a PyTorch3D ``[R|T]`` acting on row vectors,
 ``X_cam = X_world @ R + T`` with +X left, +Y up, +Z forward; focal 12 in NDC units (``tanfov = 1/12``, principal point
 at the exact centre).  All functions accept numpy arrays or torch tensors (any leading batch dims) and return the same
 kind.  The maths runs in the input's floating dtype (float32 for other input), in the reference's order of
@@ -14,6 +16,7 @@ import math
 import numpy as np
 import torch
 
+FOCAL_LENGTH = 12.0  # NDC focal of every GAGAvatar camera (data config FOCAL_LENGTH; tan(fov/2) = 1/12)
 NEAR, FAR = 0.01, 100.0
 HARMONIC_FREQUENCIES = (1.0, 2.0, 4.0, 8.0)
 
@@ -33,11 +36,11 @@ def _check_transform(transform: torch.Tensor, name: str = "transform") -> None:
         raise ValueError(f"{name} must be a PyTorch3D [R|T] camera of shape [...,3,4], got {tuple(transform.shape)}")
 
 
-def plane_points(size: int, transform, focal: float = 12.0):
-    """Points of the source camera's ``size``×``size`` ray grid on the plane through the world origin (§2.6).
+def plane_points(size: int, transform, focal: float = FOCAL_LENGTH):
+    """Points of the source camera's ``size``×``size`` ray grid on the plane through the world origin.
 
     Returns (points [..., size*size, 3], direction [..., 3]); row-major pixel order, column 0 = the image's left edge
-    (x = +1), row 0 = top (y = +1), endpoints included (trap 9).  ``direction`` is the view axis in world space.
+    (x = +1), row 0 = top (y = +1), endpoints included.  ``direction`` is the view axis in world space.
     """
     if int(size) < 2:
         raise ValueError(f"plane size must be at least 2, got {size}")
@@ -70,12 +73,12 @@ def harmonic_embedding(dirs):
     return _restore(embedding, is_numpy)
 
 
-def camera_tanfov(focal: float = 12.0) -> tuple[float, float]:
+def camera_tanfov(focal: float = FOCAL_LENGTH) -> tuple[float, float]:
     """(tanfovx, tanfovy) of the square NDC-focal camera: tan(fov/2) = 1/focal."""
     return 1.0 / focal, 1.0 / focal
 
 
-def camera_matrices(transform, focal: float = 12.0):
+def camera_matrices(transform, focal: float = FOCAL_LENGTH):
     """Original-3DGS (viewmatrix, projmatrix), each [..., 4, 4], in the row-vector layout the CUDA rasteriser reads.
 
     ``viewmatrix``: rows 0-2 = R, row 3 = T, then columns 0 and 1 negated (PyTorch3D -> OpenCV x/y flip).
