@@ -163,7 +163,7 @@ class TalkingHeadEncodeStream(io.ComfyNode):
                     io.Int.Input("crf", default=18, min=0, max=51,
                                  tooltip="Quality: lower is better and larger (18 is visually lossless; ignored by "
                                          "the lossless codec)."),
-                    io.Int.Input("chunk_size", default=16, min=1, max=1024,
+                    io.Int.Input("chunk_size", default=8, min=1, max=1024,
                                  tooltip="Frames decoded, processed and encoded per step (memory vs overhead; the "
                                          "pixels do not depend on it)."),
                     io.Audio.Input("audio", optional=True,

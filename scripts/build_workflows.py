@@ -53,7 +53,7 @@ def _diff2lip_core(enhanced: bool) -> dict:
 
 def _encode(g: dict, frames_from: list, prefix: str) -> dict:
     g["14"] = node("TalkingHeadEncodeStream", "Encode Video", stream=frames_from, codec="h264", crf=18,
-                   chunk_size=16)
+                   chunk_size=8)
     g["15"] = node("SaveVideo", "Save Video", video=["14", 0], filename_prefix=prefix, format="auto", codec="auto")
     return g
 

@@ -203,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE.INPUT=VALUE",
                     help="override an input; NODE is a node id, title or unique class name; VALUE is JSON or text")
     ap.add_argument("--input", dest="inputs", action="append", default=[], type=Path, metavar="FILE",
-                    help="copy FILE into the server's input folder (for the embedded server)")
+                    help="copy FILE (or a folder, e.g. a tracked driver) into the server's input folder "
+                         "(for the embedded server)")
     ap.add_argument("--url", help="a running ComfyUI (with this pack installed); default: start an embedded one")
     ap.add_argument("--models-dir", type=Path, help="models folder for the embedded server "
                                                     "(default: $TALKINGHEAD_MODELS_DIR or ~/.cache/talkinghead/models)")
@@ -249,7 +250,10 @@ def main(argv: list[str] | None = None) -> int:
         server = ComfyServer(Path(work), REPO, models_dir=models.resolve(), cpu=not args.gpu)
         server.prepare()
         for f in [*args.inputs, *user_files.values()]:
-            shutil.copy(f, server.input / f.name)
+            if f.is_dir():  # e.g. a tracked driver folder
+                shutil.copytree(f, server.input / f.name)
+            else:
+                shutil.copy(f, server.input / f.name)
         if args.sample_media:
             from .build_workflows import SAMPLE_SPEECH, SAMPLE_VIDEO
             from .sample_media import write_sample_media

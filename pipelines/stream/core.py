@@ -114,12 +114,15 @@ def not_signed(**kwargs):
 
 
 class PerFrameRun(StageRun):
+    """A stage that handles each frame on its own: ``apply([item])`` is called frame by frame, so what it allocates
+    (stacked copies, masks) is one frame's worth whatever the chunk size."""
+
     def __init__(self, apply: Callable[[list[FrameItem]], None]):
         self._apply = apply
 
     def feed(self, items):
-        if items:
-            self._apply(items)
+        for item in items:
+            self._apply([item])
         return items
 
 

@@ -290,16 +290,16 @@ class _LipMaskRun(StageRun):
         from ..diff2lip_enhance.lip_mask import lip_landmarks, mouth_opening_ratio
 
         stage = self.stage
-        if items and not stage.hard_box:
-            marks = lip_landmarks(_stack(items, "original"), _stack(items, "image"), _stack(items, "mask"),
-                                  stage.landmarker)
+        for item in items:  # frame by frame: landmarks are per frame, and so is the memory they need
+            if stage.hard_box:
+                self.waiting.append((item, None))
+                continue
+            marks = lip_landmarks(item.original[None], item.image[None], item.mask[None], stage.landmarker)
             self.openings.extend(mouth_opening_ratio(marks["generated_points"], stage.scheme).tolist())
-            for k, item in enumerate(items):
-                self.waiting.append((item, {key: value[k:k + 1] for key, value in marks.items()}))
-        else:
-            self.waiting.extend((item, None) for item in items)
+            self.waiting.append((item, marks))
         out = []
-        while self.waiting and (final or self.waiting[0][0].index + self.ahead < len(self.openings)):
+        while self.waiting and (final or stage.hard_box
+                                or self.waiting[0][0].index + self.ahead < len(self.openings)):
             out.append(self._composite(*self.waiting.popleft()))
         return out
 
