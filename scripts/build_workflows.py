@@ -83,21 +83,21 @@ def _gagavatar_inputs() -> dict:
         "2": node("GAGAvatarFLAMELoader", "FLAME", flame_name="FLAME_with_eye.pt"),
         "3": node("GAGAvatarLoadTrackedSource", "Tracked Source", source_path="gagavatar_source", frame_index=0),
         "4": node("GAGAvatarLoadTrackedDriver", "Tracked Driver", driver_path="gagavatar_driver", fps=0.0,
-                  max_frames=0, output_frames=True),
+                  max_frames=0, output_frames=False),
         "5": node("GAGAvatarEncodeSource", "Encode Source", model=["1", 0], source=["3", 0]),
     }
 
 
 def _gagavatar_render(g: dict, driver: list, frames_from: list) -> dict:
-    g["6"] = node("GAGAvatarAnimate", "Animate Splats", model=["1", 0], flame=["2", 0], avatar=["5", 0],
-                  driver=driver, batch_size=1, rasterizer="auto")
-    g["7"] = node("GAGAvatarRefine", "Refine", model=["1", 0], splats=["6", 0], reference_noise=False, batch_size=1)
-    g["8"] = node("CreateVideo", "Create Video", images=frames_from, fps=["4", 2])
+    """Streaming: rendered batch by batch while encoding (the splats of one batch at a time)."""
+    g["6"] = node("GAGAvatarAnimateStream", "Animate Avatar", model=["1", 0], flame=["2", 0], avatar=["5", 0],
+                  driver=driver, batch_size=1, reference_noise=False, rasterizer="auto")
+    g["8"] = node("TalkingHeadEncodeStream", "Encode Video", stream=frames_from, codec="h264", crf=18, chunk_size=8)
     return g
 
 
 def gagavatar_plain() -> dict:
-    g = _gagavatar_render(_gagavatar_inputs(), ["4", 0], ["7", 0])
+    g = _gagavatar_render(_gagavatar_inputs(), ["4", 0], ["6", 0])
     g["9"] = node("SaveVideo", "Save Video", video=["8", 0], filename_prefix="talkinghead/gagavatar",
                   format="auto", codec="auto")
     return g
@@ -113,8 +113,8 @@ def gagavatar_enhanced() -> dict:
     g["12"] = node("GAGAvatarGazeCorrect", "Gaze Correction", driver=["11", 0], flame=["2", 0], strength=0.7,
                    source=["3", 0])
     _gagavatar_render(g, ["12", 0], ["14", 0])
-    g["13"] = node("GAGAvatarDetailEnhance", "Detail Enhance", frames=["7", 0], strength=0.3, face_mask=["6", 1])
-    g["14"] = node("GAGAvatarEyeEnhance", "Eye Enhance", frames=["13", 0], driver=["12", 0], flame=["2", 0],
+    g["13"] = node("GAGAvatarDetailEnhanceStream", "Detail Enhance", stream=["6", 0], strength=0.3, inside_alpha=True)
+    g["14"] = node("GAGAvatarEyeEnhanceStream", "Eye Enhance", stream=["13", 0], driver=["12", 0], flame=["2", 0],
                    strength=0.5, source=["3", 0])
     g["9"] = node("SaveVideo", "Save Video", video=["8", 0], filename_prefix="talkinghead/gagavatar_enhanced",
                   format="auto", codec="auto")

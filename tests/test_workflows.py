@@ -123,7 +123,8 @@ def test_gagavatar_workflows_render_the_driver_at_its_frame_rate(server, name):
     frames, fps, _ = _saved_video(server, result, node="9")
     assert len(frames) == 5 and abs(fps - 30.0) < 1e-3
     assert frames.std() > 1.0  # something was rendered
-    assert any(m["data"]["node"] == "6" for m in _events(result, "progress"))
+    sink = [m["data"] for m in _events(result, "progress") if m["data"]["node"] == "8"]  # the streaming sink
+    assert sink and sink[-1]["value"] == sink[-1]["max"] == 5
 
 
 def test_interrupt_stops_a_long_lipsync_mid_run_and_leaves_no_file(server):
@@ -223,3 +224,26 @@ def test_one_node_enhanced_avatar_runs_in_the_server(server):
     assert len(frames) == 5 and abs(fps - 30.0) < 1e-3 and frames.std() > 1.0
     progress = [m["data"] for m in _events(result, "progress") if m["data"]["node"] == "20"]
     assert progress and progress[-1]["value"] == progress[-1]["max"]
+
+
+def test_gagavatar_stream_renders_the_image_nodes_pixels(server):
+    """Animate Avatar (stream) + the stream enhancements equal Animate Splats + Refine + the IMAGE enhancements."""
+    prompt = apply_overrides(load_api_workflow(WORKFLOWS / "gagavatar_enhanced_api.json"), [])
+    prompt.update({
+        "30": {"class_type": "GAGAvatarAnimate", "inputs": {"model": ["1", 0], "flame": ["2", 0], "avatar": ["5", 0],
+                                                            "driver": ["12", 0], "batch_size": 1,
+                                                            "rasterizer": "auto"}},
+        "31": {"class_type": "GAGAvatarRefine", "inputs": {"model": ["1", 0], "splats": ["30", 0],
+                                                           "reference_noise": False, "batch_size": 1}},
+        "32": {"class_type": "GAGAvatarDetailEnhance", "inputs": {"frames": ["31", 0], "strength": 0.3,
+                                                                  "face_mask": ["30", 1]}},
+        "33": {"class_type": "GAGAvatarEyeEnhance", "inputs": {"frames": ["32", 0], "driver": ["12", 0],
+                                                               "flame": ["2", 0], "strength": 0.5, "source": ["3", 0]}},
+        "34": {"class_type": "TalkingHeadStreamToImages", "inputs": {"stream": ["14", 0], "chunk_size": 2}},
+        "35": {"class_type": "Diff2LipQualityMetrics", "inputs": {"original": ["33", 0], "output": ["34", 0],
+                                                                  "generated_mask": ["30", 1], "landmarks": False}},
+    })
+    result = server.run(prompt, timeout=900)
+    assert result["messages"][-1]["type"] == "execution_success", result["messages"][-1]
+    metrics = json.loads(result["history"]["outputs"]["35"]["text"][0])
+    assert metrics["psnr_full"] == float("inf") and metrics["max_abs_outside"] == 0.0  # bit-identical frames

@@ -135,6 +135,11 @@ class Source:
     def frames(self, start: int = 0) -> Iterator[np.ndarray]:
         raise NotImplementedError
 
+    def items(self, start: int = 0) -> Iterator[FrameItem]:
+        """Frames as stream items; a source that has masks to go with its frames (a render's alpha) overrides it."""
+        for index, frame in enumerate(self.frames(start), start=start):
+            yield FrameItem(index, frame, frame)
+
     def signature(self) -> dict:
         raise NotImplementedError
 
@@ -189,8 +194,8 @@ class FrameStream:
             pending.extend(i for i in items if i.index >= start)
 
         batch = []
-        for index, frame in enumerate(self.source.frames(first), start=first):
-            batch.append(FrameItem(index, frame, frame))
+        for item in self.source.items(first):
+            batch.append(item)
             if len(batch) == chunk_size:
                 emit(through(batch, final=False))
                 batch = []
