@@ -300,3 +300,31 @@ def test_one_frame_clip_and_no_audio(tmp_path):
     assert source.info().num_frames == 1 and source.info().audio is None
     out, report = encode_stream(FrameStream(source), tmp_path / "copy.mp4")
     assert probe_video(out).num_frames == 1 and report["audio"] is None
+
+
+def test_variable_frame_rate_clip_is_refused_with_the_fix(tmp_path):
+    import av
+
+    path = tmp_path / "vfr.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.time_base = Fraction(1, 1000)
+        for k, ms in enumerate([0, 40, 80, 200, 240, 400, 440, 480]):  # frames held for 1 to 4 durations
+            frame = av.VideoFrame.from_ndarray(_gradient_frames(8)[k], format="rgb24")
+            frame.pts, frame.time_base = ms, Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    with pytest.raises(VideoError, match="variable frame rate.*-fps_mode cfr"):
+        probe_video(path)
+
+
+def test_a_still_image_is_a_one_frame_stream(tmp_path):
+    import cv2
+
+    cv2.imwrite(str(tmp_path / "still.png"), _gradient_frames(1)[0][..., ::-1])
+    source = VideoSource(str(tmp_path / "still.png"))
+    frames = list(source.frames())
+    assert len(frames) == 1 and np.array_equal(np.rint(frames[0] * 255).astype(np.uint8), _gradient_frames(1)[0])
