@@ -11,24 +11,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+from pack import load_pack
+
 RATE = 16000
 
 
-def _import_pack():
+def _modules():
     """Import the pack under a fixed name (its modules use relative imports) and the test-media helpers."""
-    sys.path.insert(0, str(REPO / "scripts"))
-    from import_pack import import_pack
-
-    import_pack()
-    sys.path.insert(0, str(REPO / "tests"))
+    load_pack()
     import media
     from talkinghead.pipelines import audio_enhance
     from talkinghead.pipelines.diff2lip.audio import melspectrogram
@@ -44,6 +39,8 @@ def _voiced_span(speech: np.ndarray) -> tuple[float, float]:
 
 
 def denoising_table(media, ae, melspectrogram, clean: np.ndarray) -> None:
+    from talkinghead.pipelines.diff2lip_enhance.evaluation import segmental_snr_db, snr_db
+
     target = melspectrogram(clean)
     mel_error = lambda wav: np.abs(melspectrogram(wav) - target).mean()  # noqa: E731
     print("\nSpectral subtraction (defaults: over-subtraction 4, floor 0.1, noise from the quietest 10 % frames)")
@@ -52,8 +49,8 @@ def denoising_table(media, ae, melspectrogram, clean: np.ndarray) -> None:
         for snr in (0.0, 5.0, 10.0):
             noisy, _ = media.add_noise(clean, snr, kind, seed=1)
             cleaned = ae.spectral_subtract(noisy, RATE)
-            print(f"{kind:>6} {snr:>5.0f}dB | {ae.snr_db(clean, noisy):5.2f} -> {ae.snr_db(clean, cleaned):5.2f} "
-                  f"{ae.segmental_snr_db(clean, noisy):6.2f} -> {ae.segmental_snr_db(clean, cleaned):5.2f} "
+            print(f"{kind:>6} {snr:>5.0f}dB | {snr_db(clean, noisy):5.2f} -> {snr_db(clean, cleaned):5.2f} "
+                  f"{segmental_snr_db(clean, noisy):6.2f} -> {segmental_snr_db(clean, cleaned):5.2f} "
                   f"{mel_error(noisy):6.3f} -> {mel_error(cleaned):5.3f}")
 
 
@@ -141,7 +138,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     warnings.filterwarnings("ignore", message=".*torch.jit.load.* is deprecated")
-    media, ae, melspectrogram = _import_pack()
+    media, ae, melspectrogram = _modules()
     try:
         clean = media.speech_16k()
     except BaseException as skipped:  # pytest.skip when pocketsphinx-testdata is missing

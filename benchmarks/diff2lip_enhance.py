@@ -11,22 +11,16 @@ boundary ΔE before/after colour matching, residual noise std before/after denoi
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+from pack import load_pack
 
 
-def _import_pack():
+def _modules():
     """Import the pack under a fixed name (its modules use relative imports) and the test-media helpers."""
-    sys.path.insert(0, str(REPO / "scripts"))
-    from import_pack import import_pack
-
-    import_pack()
-    sys.path.insert(0, str(REPO / "tests"))
+    load_pack()
     import diff2lip_enhance_media
     from talkinghead.pipelines import diff2lip_enhance
 
@@ -53,7 +47,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=12)
     parser.add_argument("--size", type=int, default=512)
     args = parser.parse_args()
-    media, enhance = _import_pack()
+    media, enhance = _modules()
     size = (args.size, args.size)
     clip = media.enhance_clip(args.face, args.frames, size, motion=3.0)
     count = args.frames

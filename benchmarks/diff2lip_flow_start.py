@@ -10,10 +10,11 @@ about lip-sync quality; it shows whether the mechanism itself adds or removes te
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
+
+from pack import load_pack
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"
@@ -24,10 +25,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=12)
     ap.add_argument("--steps", type=int, default=10)
     args = ap.parse_args()
-    sys.path[:0] = [str(REPO / "scripts"), str(REPO / "tests")]
-    from import_pack import import_pack
-
-    import_pack()
+    load_pack()
     import media
     from talkinghead.models.diff2lip import load_diff2lip
     from talkinghead.pipelines.diff2lip import lipsync

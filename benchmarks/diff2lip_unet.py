@@ -12,22 +12,18 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+from pack import load_pack
+
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-def _import_pack():
+def _modules():
     """Import the pack under a fixed name (its modules use relative imports)."""
-    sys.path.insert(0, str(REPO / "scripts"))
-    from import_pack import import_pack
-
-    import_pack()
+    load_pack()
     from talkinghead.models import diff2lip as model_module
     from talkinghead.pipelines import diff2lip as pipeline
 
@@ -94,7 +90,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="auto", choices=["auto", *DTYPES])
     args = parser.parse_args()
 
-    model_module, pipeline = _import_pack()
+    model_module, pipeline = _modules()
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)
     dtype = DTYPES.get(args.dtype, torch.float16 if device.type == "cuda" else torch.float32)

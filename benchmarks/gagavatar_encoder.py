@@ -13,21 +13,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+from pack import load_pack
 
 
-def _import_pack():
+def _modules():
     """Import the repo as the package ``talkinghead`` (its modules use relative imports)."""
-    sys.path.insert(0, str(REPO / "scripts"))
-    from import_pack import import_pack
-
-    import_pack()
+    load_pack()
     from talkinghead.models import gagavatar
     return gagavatar
 
@@ -130,7 +125,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    gagavatar = _import_pack()
+    gagavatar = _modules()
     device = torch.device(args.device)
     source = args.checkpoint or released_random_state()
     inputs = source_inputs(device)

@@ -19,23 +19,15 @@ Timings are wall and process-CPU milliseconds per frame with OpenCV / torch limi
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from pack import load_pack
+
 REPO = Path(__file__).resolve().parents[1]
 FLAME_FIXTURE = REPO / "tests" / "fixtures" / "gagavatar" / "flame_synthetic_small.pt"
-
-
-def _import_pack():
-    """Import the pack under a fixed name (its modules use relative imports, the folder name is the user's)."""
-    sys.path.insert(0, str(REPO / "scripts"))
-    from import_pack import import_pack
-
-    import_pack()
-    sys.path.insert(0, str(REPO / "tests"))
 
 
 def timed(function, repeat: int):
@@ -55,8 +47,8 @@ def per_frame(label: str, wall: float, cpu: float, frames: int) -> None:
 
 
 def bench_smoothing(frames: int, repeat: int) -> None:
-    from talkinghead.pipelines.gagavatar_enhance.smoothing import SmoothingConfig, evaluate_smoothing, smooth_driver
-    from talkinghead.pipelines.gagavatar_enhance.synthetic import synthetic_driver_track
+    from talkinghead.pipelines.gagavatar_enhance.evaluation import evaluate_smoothing, synthetic_driver_track
+    from talkinghead.pipelines.gagavatar_enhance.smoothing import SmoothingConfig, smooth_driver
 
     truth, noisy = synthetic_driver_track(num_frames=frames, seed=0)
     methods = ("none", "ema", "kalman", "rts")
@@ -77,8 +69,9 @@ def bench_smoothing(frames: int, repeat: int) -> None:
 def bench_detail(repeat: int) -> None:
     from media import face_box, photo
 
-    from talkinghead.pipelines.gagavatar_enhance.detail import DetailConfig, detail_metrics, enhance_details
-    from talkinghead.pipelines.gagavatar_enhance.synthetic import photo_detail_scene, synthetic_detail_scene
+    from talkinghead.pipelines.gagavatar_enhance.detail import DetailConfig, enhance_details
+    from talkinghead.pipelines.gagavatar_enhance.evaluation import (detail_metrics, photo_detail_scene,
+                                                                    synthetic_detail_scene)
 
     print("\n[2] detail enhancement at 512x512 (default: strength 0.3, gains 1.5/1.2/0.8/0.4, edge-aware)")
     scenes = {"synthetic": synthetic_detail_scene(size=512, seed=0)}
@@ -134,7 +127,7 @@ def bench_gaze(frames: int, repeat: int) -> None:
     from talkinghead.models.flame import load_flame
     from talkinghead.pipelines.gagavatar_enhance.gaze import (GazeConfig, correct_gaze, eye_centres_from_flame,
                                                               enhance_eyes, gaze_angles, project_points)
-    from talkinghead.pipelines.gagavatar_enhance.synthetic import synthetic_detail_scene, synthetic_driver_track
+    from talkinghead.pipelines.gagavatar_enhance.evaluation import synthetic_detail_scene, synthetic_driver_track
 
     print("\n[4] gaze correction (eye centres from the synthetic FLAME file, camera from the driver)")
     truth, _ = synthetic_driver_track(num_frames=frames, seed=1)
@@ -159,7 +152,7 @@ def bench_gaze(frames: int, repeat: int) -> None:
 def bench_preset(frames: int, repeat: int) -> None:
     from talkinghead.models.flame import load_flame
     from talkinghead.pipelines.gagavatar_enhance import enhance_driver, enhance_frames, get_preset
-    from talkinghead.pipelines.gagavatar_enhance.synthetic import synthetic_detail_scene, synthetic_driver_track
+    from talkinghead.pipelines.gagavatar_enhance.evaluation import synthetic_detail_scene, synthetic_driver_track
 
     print("\n[5] 'enhanced' preset end to end")
     _, noisy = synthetic_driver_track(num_frames=frames, seed=2)
@@ -181,7 +174,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="OpenCV / torch threads")
     parser.add_argument("--repeat", type=int, default=3, help="runs per timing (best wall time is kept)")
     args = parser.parse_args()
-    _import_pack()
+    load_pack()
     import cv2
     import torch
 

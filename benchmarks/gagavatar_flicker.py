@@ -10,28 +10,23 @@ the measurement shows.
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+from pack import load_pack
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, default=25)
     args = ap.parse_args()
-    sys.path[:0] = [str(REPO / "scripts"), str(REPO / "tests")]
-    from import_pack import import_pack
-
-    import_pack()
+    load_pack()
     import gagavatar_synth as synth
     from talkinghead.models.flame import load_flame
     from talkinghead.models.gagavatar import load_gagavatar
     from talkinghead.pipelines.gagavatar import animate, as_driver, encode_source_cached
-    from talkinghead.pipelines.gagavatar_enhance.smoothing import SmoothingConfig, frame_flicker, smooth_driver
-    from talkinghead.pipelines.gagavatar_enhance.synthetic import synthetic_driver_track
+    from talkinghead.pipelines.gagavatar_enhance.evaluation import frame_flicker, synthetic_driver_track
+    from talkinghead.pipelines.gagavatar_enhance.smoothing import SmoothingConfig, smooth_driver
 
     model = load_gagavatar(synth.tiny_gagavatar_state_dict(num_vertices=64))
     flame = load_flame(synth.synthetic_flame(num_vertices=64))

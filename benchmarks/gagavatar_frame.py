@@ -13,24 +13,16 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from pack import load_pack
+
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"
-
-
-def _import_pack():
-    """Import the pack under a fixed name (its modules use relative imports; the folder name is the user's)."""
-    sys.path.insert(0, str(REPO / "scripts"))
-    from import_pack import import_pack
-
-    import_pack()
-    sys.path.insert(0, str(REPO / "tests"))  # the synthetic-data helpers shared with the tests
 
 
 def _timed(device: torch.device, function):
@@ -63,7 +55,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    _import_pack()
+    load_pack()
     import gagavatar_synth as synth
     from talkinghead.models.flame import load_flame
     from talkinghead.pipelines import gagavatar as gg

@@ -13,21 +13,16 @@ times slower than 1 (compare --threads 1).
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+from pack import load_pack
 
 
 def _import_rasterizer():
     """Import the pack under a fixed name (its modules use relative imports, the folder name is the user's)."""
-    sys.path.insert(0, str(REPO / "scripts"))
-    from import_pack import import_pack
-
-    import_pack()
+    load_pack()
     from talkinghead.models import gaussian_rasterizer
 
     return gaussian_rasterizer

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .state_dict_file import read_checkpoint, require_keys
+from .state_dict_file import check_fits, read_checkpoint, require_keys
 
 __all__ = ["RELEASE_CONFIG", "Diff2LipConfig", "Diff2LipUNet", "infer_config", "load_diff2lip", "timestep_embedding"]
 
@@ -380,19 +380,6 @@ def _read_checkpoint(source) -> dict[str, torch.Tensor]:
     return state
 
 
-def _check_fits(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
-    expected = {k: v.shape for k, v in model.state_dict().items()}
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
-    wrong_shape = [f"{k} {list(state_dict[k].shape)} != {list(s)}" for k, s in expected.items()
-                   if k in state_dict and state_dict[k].shape != s]
-    if missing or unexpected or wrong_shape:
-        def listed(keys):
-            return ", ".join(keys[:8]) + (f" (+{len(keys) - 8} more)" if len(keys) > 8 else "") if keys else "none"
-        raise ValueError(f"state dict does not fit the inferred Diff2Lip UNet: missing keys: {listed(missing)}; "
-                         f"unexpected keys: {listed(unexpected)}; wrong shapes: {listed(wrong_shape)}")
-
-
 def load_diff2lip(source, device="cpu", dtype: torch.dtype = torch.float32, num_head_channels: int = 64,
                   image_size: int | None = None) -> Diff2LipUNet:
     """Build a Diff2Lip UNet from a checkpoint path (``.pt``/``.safetensors``) or a state dict, loading strictly.
@@ -405,7 +392,7 @@ def load_diff2lip(source, device="cpu", dtype: torch.dtype = torch.float32, num_
     config = infer_config(state_dict, num_head_channels=num_head_channels, image_size=image_size)
     with torch.device("meta"):
         model = Diff2LipUNet(config)
-    _check_fits(model, state_dict)
+    check_fits(model, state_dict, "Diff2Lip UNet (architecture inferred from its tensors)")
     model.load_state_dict(state_dict, strict=True, assign=True)
     device = torch.device(device)
     model = model.to(device=device, dtype=torch.float32).eval().requires_grad_(False)

@@ -19,7 +19,7 @@ from torch import nn
 from . import camera_geometry
 from .dinov2_dpt import DinoDPTEncoder, infer_dino_dpt_config
 from .gs_generators import ConvGSGenerator, LinearGSGenerator
-from .state_dict_file import read_checkpoint, require_keys
+from .state_dict_file import check_fits, read_checkpoint, require_keys
 from .style_unet import StyleUNet, infer_style_unet_config
 
 DIR_ENCODING_DIM = 27  # harmonic embedding of the view direction: 4 frequencies, sin+cos, plus the input
@@ -184,18 +184,6 @@ def _build_empty(state_dict: Mapping[str, torch.Tensor]) -> GAGAvatar:
         raise ValueError(f"not a GAGAvatar checkpoint: missing key {error.args[0]!r}") from error
 
 
-def _check_keys(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    wrong_shape = sorted(f"{k} {tuple(state_dict[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
-                         if k in state_dict and state_dict[k].shape != v.shape)
-    problems = [f"{label} ({len(keys)}): {', '.join(keys)}" for label, keys in
-                (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", wrong_shape)) if keys]
-    if problems:
-        raise ValueError("GAGAvatar checkpoint does not match the network; " + "; ".join(problems))
-
-
 def load_gagavatar(source, device="cpu", dtype: torch.dtype = torch.float32) -> GAGAvatar:
     """Load GAGAvatar for inference (eval mode, no gradients).
 
@@ -206,7 +194,7 @@ def load_gagavatar(source, device="cpu", dtype: torch.dtype = torch.float32) -> 
     """
     state_dict = checkpoint_to_model_state(_unwrap_state_dict(source))
     model = _build_empty(state_dict)
-    _check_keys(model, state_dict)
+    check_fits(model, state_dict, "GAGAvatar")
     model.load_state_dict(state_dict, strict=True, assign=True)
     model = model.to(device=device, dtype=dtype).eval()
     model.requires_grad_(False)

@@ -139,3 +139,21 @@ def require_keys(state: Mapping[str, torch.Tensor], what: str, origin: str, pref
     raise CheckpointError(f"{origin} is not a {what} checkpoint: none of its {len(state)} tensors is named "
                           f"{' / '.join(p + '*' for p in prefixes)} (it has e.g. {sample}). "
                           f"{hint or 'Choose the right file for this loader.'}")
+
+
+def _listed(keys: list) -> str:
+    return ", ".join(keys[:8]) + (f" (+{len(keys) - 8} more)" if len(keys) > 8 else "")
+
+
+def check_fits(model: torch.nn.Module, state: Mapping[str, torch.Tensor], what: str) -> None:
+    """``CheckpointError`` naming the missing, unexpected and mis-shaped tensors when ``state`` does not load
+    strictly into ``model`` (checked before loading, so the message is the pack's, not torch's)."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = sorted(k for k in state if k not in expected)
+    wrong_shape = [f"{k} {list(state[k].shape)} != {list(v.shape)}" for k, v in expected.items()
+                   if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    problems = [f"{label} ({len(keys)}): {_listed(keys)}" for label, keys in
+                (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", wrong_shape)) if keys]
+    if problems:
+        raise CheckpointError(f"{what} checkpoint does not fit the network: " + "; ".join(problems))

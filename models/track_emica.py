@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .state_dict_file import read_state_dict
+from .state_dict_file import check_fits, read_state_dict
 
 DECA_LAYOUT = (("texcode", 50), ("jawpose", 3), ("globalpose", 3), ("cam", 3), ("lightcode", 27))
 
@@ -239,10 +239,8 @@ def build_emica(state: dict) -> EMICA:
     outputs = (model.deca_encoder.encoder.layers[2].out_features, model.expression_encoder.encoder.layers[2].out_features)
     if outputs != (sum(size for _, size in DECA_LAYOUT), 100):
         raise ValueError(f"EMICA regressors output {outputs}, expected (86, 100)")
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        raise ValueError(f"EMICA checkpoint does not match the expected layout: {error}") from error
+    check_fits(model, state, "EMICA")
+    model.load_state_dict(state, strict=True)
     return model.eval()
 
 

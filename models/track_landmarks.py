@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .state_dict_file import read_state_dict
+from .state_dict_file import check_fits, read_state_dict
 
 TOP_K = 9
 STRIDE = 4.0
@@ -211,10 +211,8 @@ def build_landmark_net(state: dict) -> LandmarkNet98:
         raise ValueError(f"not the tracker's lmks_2d.pt layout: missing {error}") from error
     backbone = HRNet(config["stem"], config["layer1_planes"], config["layer1_blocks"], config["stages"])
     net = LandmarkNet98(backbone, config["head_proj"], config["num_points"])
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        raise ValueError(f"lmks_2d.pt does not match the HRNet landmark layout: {error}") from error
+    check_fits(net, state, "lmks_2d.pt (HRNet landmarks)")
+    net.load_state_dict(state, strict=True)
     return net.eval()
 
 

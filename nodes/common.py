@@ -13,6 +13,8 @@ import torch
 import comfy.model_management as mm
 import comfy.utils
 
+from ..pipelines.frames import to_float
+
 log = logging.getLogger("talkinghead")
 
 PRECISIONS = ["auto", "fp32", "fp16", "bf16"]
@@ -63,10 +65,7 @@ def mask_to_numpy(mask: torch.Tensor) -> np.ndarray:
 
 
 def numpy_to_image(arr: np.ndarray) -> torch.Tensor:
-    arr = np.asarray(arr)
-    if arr.dtype == np.uint8:
-        arr = arr.astype(np.float32) / 255.0
-    return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+    return torch.from_numpy(np.ascontiguousarray(to_float(arr)))
 
 
 class ModelCache:

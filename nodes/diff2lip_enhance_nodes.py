@@ -39,19 +39,15 @@ class Diff2LipAudioCleanup(io.ComfyNode):
 
     @classmethod
     def execute(cls, audio, denoise, compress, target_lufs, offset_ms):
-        from ..pipelines.audio_enhance import enhance_speech
-        from ..pipelines.media import audio_to_mono, make_audio
+        from ..pipelines.audio_enhance import clean_up_speech
+        from ..pipelines.media import TARGET_SAMPLE_RATE, make_audio
 
         check_audio(audio, "Diff2Lip Audio Clean-up")
-        wav = audio_to_mono(audio["waveform"], audio["sample_rate"])
-        loudness_ok = len(wav) >= 0.4 * 16000  # BS.1770 gating blocks are 400 ms long
-        if not loudness_ok and (compress or target_lufs > -70):
-            log.warning("Diff2Lip Audio Clean-up: %.2f s of audio is shorter than the 0.4 s loudness measurement "
-                        "window; loudness normalisation and compression are skipped", len(wav) / 16000)
-        cleaned = enhance_speech(wav, 16000, denoise=denoise, compress=compress and loudness_ok,
-                                 target_lufs=None if target_lufs <= -70 or not loudness_ok else target_lufs,
-                                 offset_ms=offset_ms)
-        return io.NodeOutput(make_audio(cleaned, 16000))
+        cleaned, note = clean_up_speech(audio["waveform"], audio["sample_rate"], denoise=denoise, compress=compress,
+                                        target_lufs=None if target_lufs <= -70 else target_lufs, offset_ms=offset_ms)
+        if note:
+            log.warning("Diff2Lip Audio Clean-up: %s", note)
+        return io.NodeOutput(make_audio(cleaned, TARGET_SAMPLE_RATE))
 
 
 def _frames_and_mask(frames, mask, node: str, names=("frames", "mask")):

@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import torch
 from comfy_api.latest import io
 
 from .common import image_to_numpy, log, numpy_to_image, progress_callback, torch_device
-from .guards import check_audio, check_finite, check_fps
+from .guards import check_audio, check_finite, check_fps, node_errors
 from .sockets import DIFF2LIP_MODEL, FACE_DETECTOR, DIFF2LIP_CROPS
 
 CATEGORY = "TalkingHead/Diff2Lip"
@@ -130,10 +129,10 @@ class Diff2LipLipSync(io.ComfyNode):
     def execute(cls, frames, audio, fps, model, detector, quality, custom_steps, seed, batch_size, face, face_index,
                 pad_top, pad_bottom, pad_left, pad_right, paste, close_mouth_in_silence, flow_guided_start=0.0,
                 max_gap=5, upscale_model=None):
-        from ..pipelines.audio_enhance import speech_activity
+        from ..pipelines.audio_enhance import speech_for_frames
         from ..pipelines.diff2lip import lipsync
         from ..pipelines.diff2lip.presets import PASTE_MODES, steps_for
-        from ..pipelines.media import audio_to_mono, fit_audio_to_frames, make_audio
+        from ..pipelines.media import make_audio
 
         node = "Diff2Lip Lip Sync"
         fps = check_fps(fps, node)
@@ -141,17 +140,14 @@ class Diff2LipLipSync(io.ComfyNode):
         check_audio(audio, node)
         steps = steps_for(quality, custom_steps)
         array = image_to_numpy(frames)
-        n = len(array)
         # The mouth follows the audio as it is returned: trimmed to the video, or padded with silence (mouth closes)
-        fitted_wave = fit_audio_to_frames(audio["waveform"], audio["sample_rate"], n, fps)
-        wav = audio_to_mono(fitted_wave, audio["sample_rate"])
-        active = speech_activity(wav, fps, n) if close_mouth_in_silence else None
+        fitted_wave, wav, active = speech_for_frames(audio["waveform"], audio["sample_rate"], len(array), fps,
+                                                     close_mouth_in_silence)
         upscale = _crop_upscaler(upscale_model, model.device)
-        total_estimate = n + -(-n // batch_size) * steps
         out, mask, report = lipsync(array, wav, fps, model.module, detector, steps=steps, seed=seed,
                                     batch_size=batch_size, pads=(pad_top, pad_bottom, pad_left, pad_right),
                                     pick=_pick(face, face_index),
-                                    progress=progress_callback(total_estimate), upscale=upscale, active_frames=active,
+                                    progress=progress_callback(len(array)), upscale=upscale, active_frames=active,
                                     flow_start=flow_guided_start, paste_whole_box=PASTE_MODES[paste],
                                     max_gap=max_gap)
         report["steps"] = steps
@@ -177,7 +173,7 @@ class Diff2LipCropFaces(io.ComfyNode):
             display_name="Diff2Lip Crop Faces",
             category=CATEGORY,
             description="Step 1 of 3 of the split lip sync: finds, smooths and crops the face of every frame. The "
-                        "crops travel as a dict ({'samples': [M,3,S,S] in 0..1, boxes, frame indices}) and are also "
+                        "crops travel as a FaceCrops (images [M,S,S,3] in 0..1, boxes, frame indices) and are also "
                         "shown as IMAGE. Frames without a face are left out (they pass through at paste time).",
             inputs=[io.Image.Input("frames", tooltip="Video frames (IMAGE batch)."), FACE_DETECTOR.Input("detector"),
                     io.Int.Input("crop_size", default=128, min=16, max=1024,
@@ -192,26 +188,18 @@ class Diff2LipCropFaces(io.ComfyNode):
     @classmethod
     def execute(cls, frames, detector, crop_size, face, face_index, pad_top, pad_bottom, pad_left, pad_right,
                 max_gap=5):
-        from ..pipelines.diff2lip import crop_faces, locate_faces
+        from ..pipelines.diff2lip import crop_clip
 
         check_finite(frames, "Diff2Lip Crop Faces", "frames")
         array = image_to_numpy(frames)
-        boxes = locate_faces(array, detector, _pick(face, face_index), (pad_top, pad_bottom, pad_left, pad_right),
-                             progress=progress_callback(len(array)), max_gap=max_gap)
-        indices = sorted(boxes)
-        if not indices:
+        crops = crop_clip(array, detector, crop_size, _pick(face, face_index),
+                          (pad_top, pad_bottom, pad_left, pad_right), progress=progress_callback(len(array)),
+                          max_gap=max_gap)
+        if not len(crops):
             log.warning("Diff2Lip Crop Faces: no face in any of the %d frames; everything will pass through",
                         len(array))
-        stacked = np.stack([boxes[i] for i in indices]) if indices else np.zeros((0, 4), np.int64)
-        crops = crop_faces([array[i] for i in indices], stacked, crop_size) if indices else \
-            np.zeros((0, crop_size, crop_size, 3), np.float32)
-        value = {"samples": torch.from_numpy(crops).permute(0, 3, 1, 2).contiguous(), "boxes": stacked,
-                 "frame_index": indices, "num_frames": len(array), "frame_hw": tuple(array.shape[1:3])}
-        return io.NodeOutput(value, numpy_to_image(crops) if indices else torch.zeros(1, crop_size, crop_size, 3))
-
-
-def _crops_as_images(crops: dict):
-    return crops["samples"].permute(0, 2, 3, 1).contiguous().numpy()
+        return io.NodeOutput(crops, numpy_to_image(crops.images) if len(crops) else
+                             torch.zeros(1, crop_size, crop_size, 3))
 
 
 class Diff2LipSampleFaces(io.ComfyNode):
@@ -238,30 +226,19 @@ class Diff2LipSampleFaces(io.ComfyNode):
 
     @classmethod
     def execute(cls, crops, audio, fps, model, quality, custom_steps, seed, batch_size, close_mouth_in_silence):
-        from ..pipelines.audio_enhance import speech_activity
-        from ..pipelines.diff2lip import generate_faces, mel_windows, melspectrogram
+        from ..pipelines.audio_enhance import speech_for_frames
+        from ..pipelines.diff2lip import sample_crops
         from ..pipelines.diff2lip.presets import steps_for
-        from ..pipelines.media import audio_to_mono, fit_audio_to_frames
 
         fps = check_fps(fps, "Diff2Lip Sample Faces")
         check_audio(audio, "Diff2Lip Sample Faces")
-        check_finite(crops["samples"], "Diff2Lip Sample Faces", "crops")
-        steps = steps_for(quality, custom_steps)
-        fitted_wave = fit_audio_to_frames(audio["waveform"], audio["sample_rate"], crops["num_frames"], fps)
-        wav = audio_to_mono(fitted_wave, audio["sample_rate"])  # as Lip Sync: silence past the end of the audio
-        mels = mel_windows(melspectrogram(wav), fps=fps, num_frames=crops["num_frames"])
-        active = speech_activity(wav, fps, crops["num_frames"]) if close_mouth_in_silence else None
-        images = _crops_as_images(crops)
-        indices = crops["frame_index"]
-        todo = [k for k, i in enumerate(indices) if active is None or active[i]]
-        batches = [todo[k:k + batch_size] for k in range(0, len(todo), batch_size)]
-        progress = progress_callback(max(1, len(batches) * steps))
-        out = images.copy()
-        for b, batch in enumerate(batches):
-            out[batch] = generate_faces(model.module, images[batch], mels[[indices[k] for k in batch]], steps, seed,
-                                        lambda done, _t, base=b * steps: progress(base + done, len(batches) * steps))
-        value = dict(crops, samples=torch.from_numpy(out).permute(0, 3, 1, 2).contiguous())
-        return io.NodeOutput(value, numpy_to_image(out) if len(out) else torch.zeros(1, 8, 8, 3))
+        check_finite(crops.images, "Diff2Lip Sample Faces", "crops")
+        # as Lip Sync: silence past the end of the audio
+        _, wav, active = speech_for_frames(audio["waveform"], audio["sample_rate"], crops.num_frames, fps,
+                                           close_mouth_in_silence)
+        out = sample_crops(model.module, crops, wav, fps, steps_for(quality, custom_steps), seed, batch_size, active,
+                           progress_callback(1))
+        return io.NodeOutput(out, numpy_to_image(out.images) if len(out) else torch.zeros(1, 8, 8, 3))
 
 
 class Diff2LipPasteFaces(io.ComfyNode):
@@ -287,24 +264,16 @@ class Diff2LipPasteFaces(io.ComfyNode):
 
     @classmethod
     def execute(cls, frames, crops, paste, faces=None, upscale_model=None):
-        from ..pipelines.diff2lip import paste_generated
+        from ..pipelines.diff2lip import paste_crops
         from ..pipelines.diff2lip.presets import PASTE_MODES
 
         check_finite(frames, "Diff2Lip Paste Faces", "frames")
         if faces is not None:
             check_finite(faces, "Diff2Lip Paste Faces", "faces")
-        array = image_to_numpy(frames)
-        if (len(array), *array.shape[1:3]) != (crops["num_frames"], *crops["frame_hw"]):
-            raise ValueError(f"Diff2Lip Paste Faces: the crops come from {crops['num_frames']} frames of "
-                             f"{crops['frame_hw']}, not these {len(array)} of {array.shape[1:3]}: connect the frames "
-                             "that went into Diff2Lip Crop Faces")
-        generated = _crops_as_images(crops) if faces is None else image_to_numpy(faces)
-        if len(generated) != len(crops["frame_index"]):
-            raise ValueError(f"Diff2Lip Paste Faces: faces has {len(generated)} images for "
-                             f"{len(crops['frame_index'])} crops")
-        output, mask = array.copy(), np.zeros(array.shape[:3], np.float32)
-        paste_generated(output, mask, crops["frame_index"], generated, crops["boxes"],
-                        upscale=_crop_upscaler(upscale_model, torch_device()), lower_half=not PASTE_MODES[paste])
+        with node_errors("Diff2Lip Paste Faces"):
+            output, mask = paste_crops(image_to_numpy(frames), crops, None if faces is None else image_to_numpy(faces),
+                                       upscale=_crop_upscaler(upscale_model, torch_device()),
+                                       lower_half=not PASTE_MODES[paste])
         return io.NodeOutput(numpy_to_image(output), torch.from_numpy(mask))
 
 

@@ -14,12 +14,10 @@ CATEGORY = "TalkingHead/GAGAvatar/enhance"
 
 
 def _enhanced_driver(driver, config, flame=None, source=None):
-    from ..pipelines.gagavatar import as_driver
     from ..pipelines.gagavatar_enhance import enhance_driver
 
-    result = enhance_driver(driver.as_dict(), config, flame=None if flame is None else flame.module,
-                            shapecode=None if source is None else source.shapecode)
-    return as_driver(result)
+    return enhance_driver(driver, config, flame=None if flame is None else flame.module,
+                          shapecode=None if source is None else source.shapecode)
 
 
 class GAGAvatarSmoothDriver(io.ComfyNode):
@@ -165,7 +163,7 @@ class GAGAvatarEyeEnhance(io.ComfyNode):
                              "that rendered these frames")
         eyes = EyeEnhanceConfig()
         config = EnhanceConfig(eyes=replace(eyes, detail=replace(eyes.detail, strength=strength)))
-        out = enhance_frames(array, config, driver=driver.as_dict(), flame=flame.module,
+        out = enhance_frames(array, config, driver=driver, flame=flame.module,
                              shapecode=None if source is None else source.shapecode,
                              progress=progress_callback(len(array)))
         return io.NodeOutput(numpy_to_image(out))

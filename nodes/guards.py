@@ -45,10 +45,7 @@ def tracked_folder(path: str, node: str, input_name: str) -> Path:
     """A tracked driver/source folder (or its pickle) inside the input folder or a configured tracked folder, with
     its pickle, LMDB and meta.json inside them too (a symlink inside the folder cannot point elsewhere)."""
     roots = tracked_roots()
-    try:
-        found = resolve_inside(roots, path, node, input_name, kind="dir")
-    except FileNotFoundError:
-        found = resolve_inside(roots, path, node, input_name, kind="file")
+    found = resolve_inside(roots, path, node, input_name, kind="any")
     folder = found if found.is_dir() else found.parent
     for name in TRACKED_FILES:
         part = folder / name

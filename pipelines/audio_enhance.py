@@ -22,9 +22,13 @@ import math
 import numpy as np
 
 from .diff2lip.audio import MEL_CONFIG as RELEASE_MEL_CONFIG  # the mel the released checkpoint was trained on
+from .media import TARGET_SAMPLE_RATE, audio_to_mono, fit_audio_to_frames
+
+LOUDNESS_BLOCK_S = 0.4  # BS.1770 gating block: audio shorter than one has no integrated loudness
 
 
-def _mono(wav, name: str = "wav") -> np.ndarray:
+def check_mono(wav, name: str = "wav") -> np.ndarray:
+    """``wav`` as float32 mono [T]; ValueError naming the input for anything else."""
     array = np.asarray(wav, dtype=np.float32)
     if array.ndim != 1:
         raise ValueError(f"{name}: expected a mono waveform [T], got shape {array.shape}; mix it with "
@@ -48,27 +52,6 @@ def check_mel_config(n_mels: int, sample_rate: int, n_fft: int = 800, hop_length
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# measurements
-
-
-def snr_db(clean, processed) -> float:
-    """Signal-to-noise ratio of ``processed`` against ``clean`` over the whole clip, in dB."""
-    clean, processed = _mono(clean, "clean").astype(np.float64), _mono(processed, "processed").astype(np.float64)
-    return float(10 * np.log10(np.sum(clean ** 2) / max(np.sum((clean - processed) ** 2), 1e-20)))
-
-
-def segmental_snr_db(clean, processed, sample_rate: int = 16000, frame_ms: float = 20.0) -> float:
-    """Mean per-frame SNR in dB, each frame clipped to [-10, 35] dB (the usual speech-enhancement convention)."""
-    clean, processed = _mono(clean, "clean").astype(np.float64), _mono(processed, "processed").astype(np.float64)
-    length = int(sample_rate * frame_ms / 1000)
-    count = min(len(clean), len(processed)) // length
-    clean = clean[:count * length].reshape(count, length)
-    error = clean - processed[:count * length].reshape(count, length)
-    ratios = np.sum(clean ** 2, axis=1) / np.maximum(np.sum(error ** 2, axis=1), 1e-20)
-    return float(np.mean(np.clip(10 * np.log10(np.maximum(ratios, 1e-20)), -10.0, 35.0)))
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # spectral subtraction
 
 
@@ -84,7 +67,7 @@ def spectral_subtract(wav, sample_rate: int = 16000, noise=None, over_subtractio
     """
     from scipy.signal import istft, stft
 
-    wav = _mono(wav)
+    wav = check_mono(wav)
     if over_subtraction <= 0 or not 0 <= floor <= 1 or not 0 < noise_fraction <= 1:
         raise ValueError(f"need over_subtraction > 0, 0 <= floor <= 1 and 0 < noise_fraction <= 1, got "
                          f"{over_subtraction}, {floor}, {noise_fraction}")
@@ -111,7 +94,7 @@ def _noise_power(wav, sample_rate, noise, power, noise_fraction, settings) -> np
     if isinstance(noise, tuple):
         start, end = (int(round(t * sample_rate)) for t in noise)
         noise = wav[max(start, 0):end]
-    noise = _mono(noise, "noise")
+    noise = check_mono(noise, "noise")
     if len(noise) < settings["nperseg"]:
         raise ValueError(f"noise: the noise sample needs at least {settings['nperseg']} samples, got {len(noise)}")
     return (np.abs(stft(noise, **settings)[2]) ** 2).mean(axis=1, keepdims=True)
@@ -155,7 +138,7 @@ def integrated_loudness(wav, sample_rate: int) -> float:
     from scipy.signal import lfilter
 
     channels = np.atleast_2d(np.asarray(wav, dtype=np.float64))
-    block, step = int(round(0.4 * sample_rate)), int(round(0.1 * sample_rate))
+    block, step = int(round(LOUDNESS_BLOCK_S * sample_rate)), int(round(0.1 * sample_rate))
     if channels.shape[-1] < block:
         raise ValueError(f"wav: loudness needs at least 400 ms of audio, got {channels.shape[-1] / sample_rate:.3f} s")
     (b1, a1), (b2, a2) = k_weighting_filters(sample_rate)
@@ -179,7 +162,7 @@ def normalize_loudness(wav, sample_rate: int, target_lufs: float = -23.0) -> np.
     Silence (nothing above the -70 LUFS gate) is returned unchanged.  No limiter: peaks may exceed 1.0, which is
     harmless for the mel (float) but should not be written to a 16-bit file without care.
     """
-    wav = _mono(wav)
+    wav = check_mono(wav)
     loudness = integrated_loudness(wav, sample_rate)
     if not np.isfinite(loudness):
         return wav.copy()
@@ -201,7 +184,7 @@ def compress_dynamic_range(wav, sample_rate: int = 16000, threshold_db: float = 
     The default threshold suits speech at -23 LUFS (median 50 ms level about -25 dBFS): on the LibriVox test speech
     it narrows the 10th-95th percentile level spread from 24 to 16 dB.
     """
-    wav = _mono(wav)
+    wav = check_mono(wav)
     if ratio < 1 or attack_ms <= 0 or release_ms <= 0 or detector_ms <= 0:
         raise ValueError(f"need ratio >= 1 and positive attack/release/detector times, got ratio {ratio}, "
                          f"attack {attack_ms} ms, release {release_ms} ms, detector {detector_ms} ms")
@@ -237,7 +220,7 @@ def _attack_release(target: np.ndarray, attack: float, release: float) -> np.nda
 def shift_audio(wav, sample_rate: int, offset_ms: float) -> np.ndarray:
     """Delay (``offset_ms > 0``: the sound comes later) or advance (``< 0``) audio against the picture, keeping the
     length: the gap is filled with silence."""
-    wav = _mono(wav)
+    wav = check_mono(wav)
     shift = int(round(sample_rate * offset_ms / 1000))
     if shift == 0:
         return wav.copy()
@@ -295,7 +278,7 @@ def speech_segments(wav_16k, threshold: float = 0.5, min_silence_ms: int = 100, 
     """
     import torch
 
-    wav = _mono(wav_16k, "wav_16k")
+    wav = check_mono(wav_16k, "wav_16k")
     model = _silero_model(_onnxruntime_available() if use_onnx is None else use_onnx)
     stamps = _silero_vad().get_speech_timestamps(
         torch.from_numpy(np.ascontiguousarray(wav)), model, threshold=threshold, sampling_rate=16000,
@@ -334,7 +317,7 @@ def enhance_speech(wav_16k, sample_rate: int = 16000, denoise: bool = False, com
     The compressor runs on the audio brought to -23 LUFS first, so its threshold means the same for any recording;
     afterwards the level goes to ``target_lufs``, or back to the input's loudness when that is None.
     """
-    wav = _mono(wav_16k, "wav_16k")
+    wav = check_mono(wav_16k, "wav_16k")
     if denoise:
         wav = spectral_subtract(wav, sample_rate, noise=noise)
     if compress:
@@ -347,3 +330,32 @@ def enhance_speech(wav_16k, sample_rate: int = 16000, denoise: bool = False, com
     if offset_ms:
         wav = shift_audio(wav, sample_rate, offset_ms)
     return wav
+
+
+def clean_up_speech(waveform, sample_rate: int, denoise: bool = False, compress: bool = False,
+                    target_lufs: float | None = None, offset_ms: float = 0.0) -> tuple[np.ndarray, str | None]:
+    """*Audio Clean-up*: any waveform ([T], [C,T] or [B,C,T]) at any rate -> mono 16 kHz -> :func:`enhance_speech`.
+
+    Audio shorter than one 400 ms loudness block cannot be measured, so compression and loudness normalisation are
+    skipped for it; the second value then says so (None otherwise).
+    """
+    wav = audio_to_mono(waveform, sample_rate)
+    measurable = len(wav) >= LOUDNESS_BLOCK_S * TARGET_SAMPLE_RATE
+    note = None
+    if not measurable and (compress or target_lufs is not None):
+        note = (f"{len(wav) / TARGET_SAMPLE_RATE:.2f} s of audio is shorter than the {LOUDNESS_BLOCK_S} s loudness "
+                "measurement window; loudness normalisation and compression are skipped")
+    cleaned = enhance_speech(wav, TARGET_SAMPLE_RATE, denoise=denoise, compress=compress and measurable,
+                             target_lufs=target_lufs if measurable else None, offset_ms=offset_ms)
+    return cleaned, note
+
+
+def speech_for_frames(waveform, sample_rate: int, num_frames: int, fps: float, keep_silent_mouths: bool = False):
+    """The audio a lip sync follows: fitted to the video (trimmed, or padded with silence so the mouth closes).
+
+    Returns ``(fitted waveform at the input rate, mono 16 kHz wav, active)``; ``active`` (bool per frame, from
+    :func:`speech_activity`) is None unless ``keep_silent_mouths``.
+    """
+    fitted = fit_audio_to_frames(waveform, sample_rate, num_frames, fps)
+    wav = audio_to_mono(fitted, sample_rate)
+    return fitted, wav, speech_activity(wav, fps, num_frames) if keep_silent_mouths else None

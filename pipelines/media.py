@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .frames import to_uint8
+
 TARGET_SAMPLE_RATE = 16000  # Diff2Lip's mel expects 16 kHz mono
 _KAISER_BETA = 8.6  # stop-band attenuation of about 90 dB for the polyphase resampler
 
@@ -236,9 +238,7 @@ def _frames_to_uint8(frames) -> np.ndarray:
     array = frames.detach().cpu().numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
     if array.ndim != 4 or array.shape[-1] != 3:
         raise ValueError(f"frames: expected [N, H, W, 3] RGB, got shape {tuple(array.shape)}")
-    if array.dtype != np.uint8:
-        array = np.clip(np.rint(array.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
-    return array
+    return array if array.dtype == np.uint8 else to_uint8(array.astype(np.float32))
 
 
 def _even_size(frames: np.ndarray) -> np.ndarray:

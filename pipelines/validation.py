@@ -85,7 +85,8 @@ def is_inside(root: str | os.PathLike, path: str | os.PathLike, strictly: bool =
 def resolve_inside(roots: Sequence[str | os.PathLike], name: str, node: str, input_name: str,
                    kind: str = "file") -> Path:
     """The real path of ``name`` (relative to one of ``roots``, or absolute) when it is a regular file (``kind``
-    "file") or a folder ("dir") inside one of ``roots`` after following symlinks; ``FileNotFoundError`` otherwise.
+    "file"), a folder ("dir") or either ("any") inside one of ``roots`` after following symlinks;
+    ``FileNotFoundError`` otherwise.
 
     The message is the same whether the path is missing, outside, or of the wrong kind (no existence oracle).
     """
@@ -100,9 +101,9 @@ def resolve_inside(roots: Sequence[str | os.PathLike], name: str, node: str, inp
             mode = os.stat(candidate).st_mode
         except OSError:
             continue
-        if (kind == "file" and stat.S_ISREG(mode)) or (kind == "dir" and stat.S_ISDIR(mode)):
+        if (kind in ("file", "any") and stat.S_ISREG(mode)) or (kind in ("dir", "any") and stat.S_ISDIR(mode)):
             return Path(candidate)
-    what = "file" if kind == "file" else "folder"
+    what = {"file": "file", "dir": "folder"}.get(kind, "file or folder")
     places = " or ".join(roots) or "(no folder configured)"
     raise FileNotFoundError(f"{node}: input '{input_name}' = '{name}' is not a {what} inside {places}; give a path "
                             f"relative to that folder (put the {what} there first).")
@@ -128,15 +129,6 @@ def file_signature(path: str | os.PathLike) -> str:
     real = os.path.realpath(path)
     st = os.stat(real)
     return f"{real}:{st.st_size}:{st.st_mtime_ns}"
-
-
-def check_regular_file_size(path: str | os.PathLike, limit: int, node: str, what: str) -> int:
-    """Size of the regular file ``path``; ``ValueError`` when it is larger than ``limit`` bytes."""
-    size = os.stat(path).st_size
-    if size > limit:
-        raise ValueError(f"{node}: {what} {os.path.basename(path)} is {size / 2**20:.0f} MiB, more than the "
-                         f"{limit / 2**20:.0f} MiB this pack reads; is it the right file?")
-    return size
 
 
 def existing_roots(paths: Iterable[str | os.PathLike]) -> list[str]:

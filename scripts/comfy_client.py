@@ -80,6 +80,14 @@ class ComfyClient:
     def queue(self, prompt: dict) -> tuple[int, dict]:
         return self.post("/prompt", {"prompt": prompt, "client_id": self.client_id})
 
+    def cancel(self, prompt_id: str) -> None:
+        """Stop ``prompt_id`` on the server: drop it from the queue if it waits there, interrupt it if it runs."""
+        for path, payload in (("/queue", {"delete": [prompt_id]}), ("/interrupt", {"prompt_id": prompt_id})):
+            try:
+                self.post(path, payload, timeout=10)
+            except (urllib.error.URLError, OSError, ValueError):
+                pass  # the server is gone: nothing left running there
+
     def run(self, prompt: dict, timeout: float = 600, on_message=None) -> dict:
         """Queue ``prompt``, follow the websocket to the end and return ``{"messages", "history", "prompt_id"}``.
 
@@ -99,11 +107,19 @@ class ComfyClient:
             deadline = time.monotonic() + timeout
             while True:
                 ws.settimeout(max(1.0, deadline - time.monotonic()))
-                raw = ws.recv()
+                try:
+                    raw = ws.recv()
+                except websocket.WebSocketTimeoutException:
+                    raw = None
+                except KeyboardInterrupt:  # Ctrl-C in the runner stops the prompt on the server too
+                    self.cancel(pid)
+                    raise
                 if time.monotonic() > deadline:
-                    raise PromptError(f"prompt {pid} did not finish within {timeout}s")
-                if isinstance(raw, bytes):
-                    continue  # binary preview frames
+                    self.cancel(pid)  # a runner that gives up must not leave its prompt running on the server
+                    raise PromptError(f"prompt {pid} did not finish within {timeout:g}s; it was interrupted on the "
+                                      "server")
+                if raw is None or isinstance(raw, bytes):
+                    continue  # a receive timeout before the deadline, or binary preview frames
                 msg = json.loads(raw)
                 data = msg.get("data", {})
                 if data.get("prompt_id") not in (None, pid):

@@ -20,6 +20,7 @@ import os
 import shutil
 import sys
 import tempfile
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -28,15 +29,31 @@ from ..pipelines.media import free_path
 from .comfy_client import ComfyClient, ComfyServer, PromptError, vendored_comfyui
 
 REPO = Path(__file__).resolve().parents[1]
+USAGE_STATUS = 2  # bad workflow, bad --set, no server: one line on stderr, nothing run
+
+
+class UsageError(SystemExit):
+    """A problem with what the runner was given; ``main`` prints it as one line and returns 2."""
 
 
 def load_api_workflow(path: Path) -> dict:
-    data = json.loads(Path(path).read_text())
-    if "nodes" in data and "links" in data:
-        raise SystemExit(f"{path} is a UI-format workflow (for the canvas); the runner needs the API-format file "
+    try:
+        data = json.loads(Path(path).read_text("utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"workflow {path} not found; give an API-format file such as workflows/diff2lip_api.json")
+    except (OSError, UnicodeDecodeError) as error:
+        raise UsageError(f"cannot read workflow {path}: {error.__class__.__name__}: {error}")
+    except json.JSONDecodeError as error:
+        raise UsageError(f"workflow {path} is not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})")
+    if isinstance(data, dict) and "nodes" in data and "links" in data:
+        raise UsageError(f"{path} is a UI-format workflow (for the canvas); the runner needs the API-format file "
                          f"(workflows/*_api.json), or export one with 'Save (API)' in ComfyUI.")
-    if not all(isinstance(v, dict) and "class_type" in v for v in data.values()):
-        raise SystemExit(f"{path} is not an API-format workflow: expected {{node_id: {{class_type, inputs}}}}")
+    if not isinstance(data, dict) or not data or not all(isinstance(v, dict) and isinstance(v.get("class_type"), str)
+                                                         and isinstance(v.get("inputs", {}), dict)
+                                                         for v in data.values()):
+        raise UsageError(f"{path} is not an API-format workflow: expected {{node_id: {{class_type, inputs}}}}")
+    for node in data.values():
+        node.setdefault("inputs", {})
     return data
 
 
@@ -47,20 +64,29 @@ def parse_value(text: str):
         return text
 
 
-def apply_overrides(prompt: dict, overrides: list[str]) -> dict:
-    """``NODE.INPUT=VALUE`` where NODE is a node id, its title (``_meta.title``) or its class_type (if unique)."""
+def apply_overrides(prompt: dict, overrides: list[str], node_inputs: dict | None = None) -> dict:
+    """``NODE.INPUT=VALUE`` where NODE is a node id, its title (``_meta.title``) or its class_type (if unique).
+
+    INPUT must be an input the node has: one in the workflow, or one the server lists for that node class
+    (``node_inputs``: class_type -> input names, from ``/object_info``).
+    """
     prompt = json.loads(json.dumps(prompt))
     for item in overrides:
         target, sep, value = item.partition("=")
         node_ref, dot, input_name = target.rpartition(".")
         if not sep or not dot or not node_ref:
-            raise SystemExit(f"--set {item!r}: expected NODE.INPUT=VALUE (e.g. --set 3.seed=7)")
+            raise UsageError(f"--set {item!r}: expected NODE.INPUT=VALUE (e.g. --set 3.seed=7)")
         matches = [nid for nid, node in prompt.items()
                    if node_ref in (nid, node.get("_meta", {}).get("title"), node["class_type"])]
         if len(matches) != 1:
             choices = ", ".join(f"{nid} ({n['class_type']})" for nid, n in prompt.items())
-            raise SystemExit(f"--set {item!r}: node '{node_ref}' matches {len(matches)} nodes; use one of: {choices}")
-        prompt[matches[0]]["inputs"][input_name] = parse_value(value)
+            raise UsageError(f"--set {item!r}: node '{node_ref}' matches {len(matches)} nodes; use one of: {choices}")
+        node = prompt[matches[0]]
+        known = set(node["inputs"]) | set((node_inputs or {}).get(node["class_type"], ()))
+        if input_name not in known:
+            raise UsageError(f"--set {item!r}: node {matches[0]} ({node['class_type']}) has no input '{input_name}'; "
+                             f"its inputs: {', '.join(sorted(known)) or 'none'}")
+        node["inputs"][input_name] = parse_value(value)
     return prompt
 
 
@@ -102,7 +128,7 @@ def point_loaders(prompt: dict, kind: str, filename: str) -> list[str]:
            for cls, name in FILE_INPUTS[kind] if node["class_type"] == cls and name in node["inputs"]]
     if not ids:
         loaders = ", ".join(sorted(cls for cls, _ in FILE_INPUTS[kind]))
-        raise SystemExit(f"--{kind}: this workflow has no {kind} loader ({loaders}); it takes its {kind} from "
+        raise UsageError(f"--{kind}: this workflow has no {kind} loader ({loaders}); it takes its {kind} from "
                          f"elsewhere (see its loader nodes), so leave --{kind} out.")
     for nid in ids:
         for cls, name in FILE_INPUTS[kind]:
@@ -147,7 +173,6 @@ class ProgressPrinter:
         return text + "   "
 
 
-
 def output_files(history: dict) -> list[dict]:
     files = []
     for node_out in history.get("outputs", {}).values():
@@ -157,14 +182,27 @@ def output_files(history: dict) -> list[dict]:
     return files
 
 
+def safe_output_name(name: str) -> str | None:
+    """The base name of a file name a server reports (``../x`` -> ``x``); None when nothing usable is left."""
+    base = os.path.basename(str(name).replace("\\", "/"))
+    return None if base in ("", ".", "..") or "\x00" in base else base
+
+
 def fetch_outputs(client: ComfyClient, files: list[dict], out_dir: Path) -> list[Path]:
-    """Download every output file through /view, writing atomically and never overwriting an existing file."""
+    """Download every output file through /view, writing atomically and never overwriting an existing file.
+
+    Only base names are used: a server (possibly a remote one) cannot make the runner write outside ``out_dir``.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     saved = []
     for f in files:
+        name = safe_output_name(f["filename"])
+        if name is None:
+            print(f"  skipped an output the server named {f['filename']!r}", file=sys.stderr)
+            continue
         query = urllib.parse.urlencode({"filename": f["filename"], "subfolder": f.get("subfolder", ""),
                                         "type": f.get("type", "output")})
-        dest = free_path(out_dir / f["filename"])
+        dest = free_path(out_dir / name)
         with urllib.request.urlopen(f"{client.url}/view?{query}", timeout=120) as r, \
                 tempfile.NamedTemporaryFile(dir=out_dir, delete=False, suffix=".part") as tmp:
             shutil.copyfileobj(r, tmp)
@@ -173,11 +211,39 @@ def fetch_outputs(client: ComfyClient, files: list[dict], out_dir: Path) -> list
     return saved
 
 
+def node_inputs_of(client: ComfyClient) -> dict:
+    """class_type -> input names, from the server's /object_info; UsageError when no ComfyUI answers there."""
+    try:
+        info = client.get("/object_info", timeout=60)
+    except urllib.error.HTTPError as error:
+        raise UsageError(f"{client.url} does not answer like a ComfyUI server (HTTP {error.code} on /object_info); "
+                         "check --url")
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise UsageError(f"cannot reach ComfyUI at {client.url} ({reason}); start it or check --url")
+    except (ValueError, UnicodeDecodeError):
+        raise UsageError(f"{client.url} does not answer like a ComfyUI server (/object_info is not JSON); check --url")
+    if not isinstance(info, dict) or not all(isinstance(v, dict) for v in info.values()):
+        raise UsageError(f"{client.url} does not answer like a ComfyUI server (unexpected /object_info); check --url")
+    return {name: {*(spec.get("input") or {}).get("required", {}), *(spec.get("input") or {}).get("optional", {})}
+            for name, spec in info.items()}
+
+
+def check_nodes_exist(prompt: dict, node_inputs: dict, url: str) -> None:
+    unknown = sorted({node["class_type"] for node in prompt.values() if node["class_type"] not in node_inputs})
+    if unknown:
+        raise UsageError(f"the ComfyUI at {url} has no node {', '.join(unknown)}; install the pack there (or drop --url "
+                         "to use the embedded server)")
+
+
 def run_prompt(client: ComfyClient, prompt: dict, out_dir: Path, timeout: float) -> int:
     try:
         result = client.run(prompt, timeout=timeout, on_message=ProgressPrinter(prompt))
     except PromptError as e:
         print(f"\n{e}", file=sys.stderr)
+        return 2
+    except (OSError, ConnectionError) as e:  # the server went away mid-run
+        print(f"\nerror: lost the connection to ComfyUI at {client.url} ({e})", file=sys.stderr)
         return 2
     last = result["messages"][-1]
     if last["type"] != "execution_success":
@@ -191,6 +257,15 @@ def run_prompt(client: ComfyClient, prompt: dict, out_dir: Path, timeout: float)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit status: 0 done, 1 a node failed, 2 bad usage / refused prompt / no server, 3 model files missing."""
+    try:
+        return _main(argv)
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return USAGE_STATUS
+
+
+def _main(argv: list[str] | None) -> int:
     ap = argparse.ArgumentParser(prog="talkinghead.py run", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("workflow", type=Path, help="API-format workflow JSON (e.g. workflows/diff2lip_enhanced_api.json)")
@@ -217,24 +292,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=6 * 3600, help="seconds to wait for the run")
     args = ap.parse_args(argv)
 
-    prompt = apply_overrides(load_api_workflow(args.workflow), args.overrides)
+    workflow = load_api_workflow(args.workflow)
+    missing_inputs = [str(f) for f in args.inputs if not (f.is_file() or f.is_dir())]
+    if missing_inputs:
+        raise UsageError(f"--input {', '.join(missing_inputs)}: not a file or folder")
     user_files = {kind: path for kind, path in (("video", args.video), ("audio", args.audio),
                                                 ("source", args.source)) if path is not None}
     for kind, path in user_files.items():
         if not path.is_file():
-            raise SystemExit(f"--{kind} {path}: no such file")
-        point_loaders(prompt, kind, path.name)
+            raise UsageError(f"--{kind} {path}: no such file")
+        point_loaders(workflow, kind, path.name)
     if len({p.name for p in user_files.values()}) < len(user_files):
-        raise SystemExit("--video/--audio/--source: give the files different names (they share the input folder)")
+        raise UsageError("--video/--audio/--source: give the files different names (they share the input folder)")
     if args.url:
         if user_files:
-            print("--video/--audio/--source copy files for the embedded server only: put them in that ComfyUI's "
-                  "input folder and name them with --set instead", file=sys.stderr)
-            return 2
+            raise UsageError("--video/--audio/--source copy files for the embedded server only: put them in that "
+                             "ComfyUI's input folder and name them with --set instead")
         if args.inputs:
             print("--input is only used with the embedded server; put files in that ComfyUI's input folder",
                   file=sys.stderr)
-        return run_prompt(ComfyClient(args.url), prompt, args.output_dir, args.timeout)
+        client = ComfyClient(args.url)
+        node_inputs = node_inputs_of(client)
+        prompt = apply_overrides(workflow, args.overrides, node_inputs)
+        check_nodes_exist(prompt, node_inputs, client.url)
+        return run_prompt(client, prompt, args.output_dir, args.timeout)
+    prompt = apply_overrides(workflow, args.overrides)
     if vendored_comfyui() is None:
         print("No ComfyUI to run in: pass --url of a running ComfyUI, or run scripts/setup.sh first "
               "(it installs the embedded server).", file=sys.stderr)

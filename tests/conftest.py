@@ -72,6 +72,10 @@ def comfy_server(tmp_path_factory, diff2lip_fixtures):
     import shutil
 
     shutil.copy(diff2lip_fixtures / "tiny_unet.pt", server.models / "diff2lip" / "tiny_unet.pt")
+    # The one extra folder Load Tracked Driver/Source may read besides input/ (README, Security), as a user sets it.
+    (server.base / "tracked_extra").mkdir()
+    (server.comfy / "extra_model_paths.yaml").write_text(
+        f"talkinghead_tests:\n    base_path: {server.base}\n    gagavatar_tracked: tracked_extra\n")
     server.start()
     yield server
     server.stop()

@@ -133,22 +133,15 @@ def synthetic_frame(index: int, size: int = 512) -> np.ndarray:
 
 
 def synthetic_driver_arrays(num_frames: int, seed: int = 0) -> dict:
-    """Plausible tracked codes: identity shape, small expressions, jaw opening, eye poses, cameras at z≈9.3."""
+    """Tracked codes as the tracker writes them: the one synthetic driver generator's smooth ground truth
+    (:func:`pipelines.gagavatar_enhance.evaluation.synthetic_driver_track`) plus a random identity shape and a box."""
+    from talkinghead.pipelines.gagavatar_enhance.evaluation import synthetic_driver_track
+
+    truth, _ = synthetic_driver_track(num_frames, seed=seed)
     rng = np.random.default_rng(seed)
-    t = np.arange(num_frames)
-    posecode = np.zeros((num_frames, 6), np.float32)
-    posecode[:, 3] = 0.15 * (1 + np.sin(t / 2.0))  # jaw opening around x
-    transforms = np.zeros((num_frames, 3, 4), np.float32)
-    for i, yaw in enumerate(0.15 * np.sin(t / 3.0)):
-        c, s = math.cos(yaw), math.sin(yaw)
-        transforms[i, :, :3] = [[c, 0, s], [0, 1, 0], [-s, 0, c]]
-        transforms[i, :, 3] = [0.02 * i, -0.01 * i, 9.3]
     return {
         "shapecode": np.repeat(rng.normal(scale=0.5, size=(1, 300)), num_frames, 0).astype(np.float32),
-        "expcode": rng.normal(scale=0.5, size=(num_frames, 100)).astype(np.float32),
-        "posecode": posecode,
-        "eyecode": rng.normal(scale=0.05, size=(num_frames, 6)).astype(np.float32),
-        "transform_matrix": transforms,
+        **truth,
         "bbox": np.tile(np.array([[0.2, 0.15, 0.8, 0.9]], np.float32), (num_frames, 1)),
     }
 

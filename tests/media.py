@@ -11,17 +11,16 @@ missing.
 from __future__ import annotations
 
 import functools
-import io
-import shutil
-import subprocess
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import pytest
 
-SAMPLE_RATE = 16000
-LIBRIVOX_DIR = Path("/usr/share/pocketsphinx/test/data/librivox")
+from talkinghead.scripts import sample_media
+
+SAMPLE_RATE = sample_media.SAMPLE_RATE
+LIBRIVOX_DIR = sample_media.LIBRIVOX_DIR
 
 # Face geometry in the original photos, measured once with MediaPipe 0.10.21 (BlazeFace box x1, y1, x2, y2 and
 # FaceMesh inner-lip midpoint and chin, points 13/14 and 152).
@@ -158,7 +157,7 @@ def clip_with_missing_faces(face: str = "astronaut", frames: int = 12, missing=(
 
 def librivox_files() -> list[Path]:
     """The LibriVox 16 kHz speech clips of pocketsphinx-testdata, or ``pytest.skip`` when it is not installed."""
-    files = sorted(LIBRIVOX_DIR.glob("*.wav"))
+    files = sample_media.librivox_files()
     if not files:
         pytest.skip(f"real speech needs Debian pocketsphinx-testdata ({LIBRIVOX_DIR} is missing): "
                     "apt-get install pocketsphinx-testdata")
@@ -171,12 +170,8 @@ def speech_16k(seconds: float | None = None, start_clip: int = 0) -> np.ndarray:
     The five clips (24.7 s in total) are joined in order from ``start_clip``; ``seconds`` trims (or, past the end,
     repeats) to that length.  Skips the test when pocketsphinx-testdata is absent.
     """
-    import soundfile
-
-    files = librivox_files()
-    files = files[start_clip:] + files[:start_clip]
-    parts = [soundfile.read(str(path), dtype="float32")[0] for path in files]
-    speech = np.concatenate(parts)
+    librivox_files()  # skips when absent
+    speech = sample_media.librivox_speech(start_clip)
     if seconds is not None:
         length = int(round(seconds * SAMPLE_RATE))
         speech = np.resize(speech, length) if length > len(speech) else speech[:length]
@@ -186,16 +181,10 @@ def speech_16k(seconds: float | None = None, start_clip: int = 0) -> np.ndarray:
 def espeak_speech(text: str = "The quick brown fox jumps over the lazy dog.", voice: str = "en-us",
                   words_per_minute: int = 150) -> np.ndarray:
     """Synthetic speech from espeak-ng, float32 mono 16 kHz; skips the test when espeak-ng is not installed."""
-    import soundfile
-    from talkinghead.pipelines.media import audio_to_mono
-
-    program = shutil.which("espeak-ng")
-    if program is None:
+    speech = sample_media.espeak_speech(text, voice, words_per_minute)
+    if speech is None:
         pytest.skip("synthetic speech needs espeak-ng: apt-get install espeak-ng")
-    wav = subprocess.run([program, "-v", voice, "-s", str(words_per_minute), "--stdout", text],
-                         check=True, capture_output=True).stdout
-    samples, rate = soundfile.read(io.BytesIO(wav), dtype="float32")
-    return audio_to_mono(samples, rate, SAMPLE_RATE)
+    return speech
 
 
 def tone(frequency: float = 440.0, seconds: float = 1.0, amplitude: float = 0.5,

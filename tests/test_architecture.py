@@ -16,6 +16,16 @@ PACK_DIRS = ("models", "pipelines", "nodes", "weights", "scripts")
 COMFY_MODULES = {"comfy", "comfy_api", "comfy_extras", "comfy_execution", "comfy_config", "folder_paths", "server",
                  "node_helpers", "latent_preview", "execution", "nodes"}
 MAX_NODE_FILE_LINES = 400
+# The two products' packages under pipelines/.  Everything else there (frames, optical_flow, face_detection,
+# face_landmarks, media, ...) is shared: both products import it and it imports neither.
+PRODUCTS = {
+    "Diff2Lip": ("pipelines.diff2lip", "pipelines.diff2lip_enhance", "pipelines.audio_enhance"),
+    "GAGAvatar": ("pipelines.gagavatar", "pipelines.gagavatar_enhance", "pipelines.tracking"),
+}
+# A base stage never depends on its product's optional enhancements (hooks inside a sampler live with the base).
+BASE_AND_ENHANCEMENTS = (("pipelines.diff2lip", "pipelines.diff2lip_enhance"),
+                         ("pipelines.gagavatar", "pipelines.gagavatar_enhance"),
+                         ("pipelines.tracking", "pipelines.gagavatar_enhance"))
 
 
 def _module_name(path: Path) -> str:
@@ -51,6 +61,14 @@ def imports_of(path: Path, source: str | None = None) -> list[tuple[str, bool, i
             base += node.module.split(".") if node.module else []
             found += [(".".join(base + [alias.name]), bool(node.level), node.lineno) for alias in node.names]
     return found
+
+
+def within(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def product_of(module: str) -> str | None:
+    return next((name for name, packages in PRODUCTS.items() if any(within(module, p) for p in packages)), None)
 
 
 def _where(path: Path, line: int) -> str:
@@ -90,6 +108,32 @@ def test_no_comfyui_import_below_nodes():
              for module, relative, line in imports_of(path)
              if not relative and module.split(".")[0] in COMFY_MODULES]
     assert not found, "only nodes/ may import ComfyUI:\n" + "\n".join(found)
+
+
+def test_products_meet_only_in_shared_modules():
+    crossing = []
+    for path, module, line in _relative_imports(("pipelines",)):
+        source, target = product_of(_module_name(path)), product_of(module)
+        if target is not None and source != target:
+            crossing.append(f"{_where(path, line)}: {source or 'shared module'} imports {module} ({target})")
+    assert not crossing, ("the products meet only in shared modules under pipelines/ (frames, optical_flow, "
+                          "face_detection, face_landmarks, media); move what both need there:\n" + "\n".join(crossing))
+
+
+def test_base_stages_do_not_import_their_enhancements():
+    upward = [f"{_where(path, line)} imports {module}" for path, module, line in _relative_imports(("pipelines",))
+              for base, enhancements in BASE_AND_ENHANCEMENTS
+              if within(_module_name(path), base) and within(module, enhancements)]
+    assert not upward, "a base stage must work without its enhancement package:\n" + "\n".join(upward)
+
+
+def test_evaluation_code_stays_out_of_the_products():
+    """Synthetic data and metrics that only the tests and benchmarks use live in ``evaluation`` modules, which no
+    node, pipeline or model imports."""
+    found = [f"{_where(path, line)} imports {module}" for path, module, line in
+             _relative_imports(("models", "pipelines", "nodes"))
+             if ".evaluation" in f".{module}" and not path.name == "evaluation.py"]
+    assert not found, "evaluation modules are for tests and benchmarks only:\n" + "\n".join(found)
 
 
 @pytest.mark.parametrize("path", pack_files("nodes"), ids=lambda p: p.name)

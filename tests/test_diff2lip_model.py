@@ -132,13 +132,13 @@ def test_wrapped_and_prefixed_state_dict_loads(tiny_state, tiny, forward_case):
 def test_missing_key_is_named(tiny_state):
     state = dict(tiny_state)
     del state["output_blocks.1.1.qkv.bias"]
-    with pytest.raises(ValueError, match=r"missing keys: output_blocks\.1\.1\.qkv\.bias"):
+    with pytest.raises(ValueError, match=r"missing keys \(1\): output_blocks\.1\.1\.qkv\.bias"):
         load_diff2lip(state, num_head_channels=32)
 
 
 def test_unexpected_key_is_named(tiny_state):
     state = {**tiny_state, "label_emb.weight": torch.zeros(4, 128)}
-    with pytest.raises(ValueError, match=r"unexpected keys: label_emb\.weight"):
+    with pytest.raises(ValueError, match=r"unexpected keys \(1\): label_emb\.weight"):
         load_diff2lip(state, num_head_channels=32)
 
 
@@ -146,7 +146,7 @@ def test_scale_shift_norm_checkpoint_is_rejected(tiny_state):
     """guided-diffusion's default (scale-shift norm) doubles emb_layers; the release has it off (C_out wide)."""
     state = dict(tiny_state)
     state["input_blocks.1.0.emb_layers.1.weight"] = torch.zeros(64, 128)
-    with pytest.raises(ValueError, match=r"wrong shapes: input_blocks\.1\.0\.emb_layers\.1\.weight"):
+    with pytest.raises(ValueError, match=r"wrong shapes \(1\): input_blocks\.1\.0\.emb_layers\.1\.weight"):
         load_diff2lip(state, num_head_channels=32)
 
 

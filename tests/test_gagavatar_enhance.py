@@ -1,6 +1,6 @@
 """GAGAvatar enhancements, part 1: temporal smoothing, detail enhancement and the presets.
 
-Numbers are measured on synthetic tracks / frames with known ground truth (pipelines/gagavatar_enhance/synthetic.py).
+Numbers are measured on synthetic tracks / frames with known ground truth (pipelines/gagavatar_enhance/evaluation.py).
 """
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ import pytest
 from talkinghead.models.flame import load_flame
 from talkinghead.pipelines.gagavatar_enhance import (PRESETS, EnhanceConfig, driver_eye_centres, enhance_driver,
                                                      enhance_frames, get_preset)
-from talkinghead.pipelines.gagavatar_enhance.detail import DetailConfig, detail_metrics, enhance_details
+from talkinghead.pipelines.gagavatar_enhance.detail import DetailConfig, enhance_details
 from talkinghead.pipelines.gagavatar_enhance.gaze import gaze_angles
 from talkinghead.pipelines.gagavatar_enhance.rotations import quat_exp, quat_log, quat_minus, quat_plus
-from talkinghead.pipelines.gagavatar_enhance.smoothing import (SmoothingConfig, evaluate_smoothing, jitter_energy,
-                                                               smooth_driver, smooth_track)
-from talkinghead.pipelines.gagavatar_enhance.synthetic import (photo_detail_scene, synthetic_detail_scene,
-                                                              synthetic_driver_track)
+from talkinghead.pipelines.gagavatar_enhance.evaluation import (detail_metrics, evaluate_smoothing, jitter_energy,
+                                                                photo_detail_scene, synthetic_detail_scene,
+                                                                synthetic_driver_track)
+from talkinghead.pipelines.gagavatar_enhance.smoothing import SmoothingConfig, smooth_driver, smooth_track
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from talkinghead.models.flame import load_flame
-from talkinghead.pipelines.gagavatar_enhance.detail import high_frequency_energy
 from talkinghead.pipelines.gagavatar_enhance.expression import (REGIONS, ExpressionTransferConfig,
                                                                 RegionExpressionTransfer, landmark_regions,
                                                                 load_region_masks, regions_from_flame_masks)
@@ -17,7 +16,7 @@ from talkinghead.pipelines.gagavatar_enhance.gaze import (EyeEnhanceConfig, Gaze
                                                           correct_gaze, enhance_eyes, eye_centres_from_flame,
                                                           eye_masks, gaze_angles, gaze_directions, project_points)
 from talkinghead.pipelines.gagavatar_enhance.rotations import quat_exp, quat_rotate
-from talkinghead.pipelines.gagavatar_enhance.synthetic import synthetic_driver_track
+from talkinghead.pipelines.gagavatar_enhance.evaluation import high_frequency_energy, synthetic_driver_track
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ import gagavatar_synth as synth
 from talkinghead.models.flame import load_flame
 from talkinghead.models.gagavatar import load_gagavatar
 from talkinghead.pipelines.gagavatar import animate, as_driver, encode_source_cached
-from talkinghead.pipelines.gagavatar_enhance.smoothing import SmoothingConfig, frame_flicker, smooth_driver
-from talkinghead.pipelines.gagavatar_enhance.synthetic import synthetic_driver_track
+from talkinghead.pipelines.gagavatar_enhance.evaluation import frame_flicker, synthetic_driver_track
+from talkinghead.pipelines.gagavatar_enhance.smoothing import SmoothingConfig, smooth_driver
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -215,8 +215,10 @@ def test_one_node_enhanced_avatar_runs_in_the_server(server):
     prompt["20"] = {"class_type": "GAGAvatarEnhancedAnimate",
                     "inputs": {"model": ["1", 0], "flame": ["2", 0], "source": ["3", 0], "driver": ["4", 0],
                                "preset": "enhanced", "batch_size": 2}}
-    prompt["8"]["inputs"].update(images=["20", 0], fps=["20", 1])
-    for unused in ("5", "6", "7"):
+    # its IMAGE batch goes to the streaming sink of the workflow through Images to Stream
+    prompt["21"] = {"class_type": "TalkingHeadImagesToStream", "inputs": {"images": ["20", 0], "fps": ["20", 1]}}
+    prompt["8"]["inputs"]["stream"] = ["21", 0]
+    for unused in ("5", "6"):
         prompt.pop(unused)
     result = server.run(prompt, timeout=900)
     assert result["messages"][-1]["type"] == "execution_success", result["messages"][-1]

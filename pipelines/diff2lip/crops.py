@@ -7,14 +7,9 @@ import cv2
 import numpy as np
 import torch
 
+from ..frames import to_float
+
 Upscale = Callable[[np.ndarray], np.ndarray]
-
-
-def to_uint8(frames: np.ndarray) -> np.ndarray:
-    """uint8 frames as they are; float 0..1 frames rounded to 0..255 (exact for frames decoded from 8-bit video)."""
-    if frames.dtype == np.uint8:
-        return frames
-    return (np.clip(frames, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
 def smooth_boxes(rects_xyxy, frame_hw: tuple[int, int], pads: Sequence[int] = (0, 0, 0, 0),
@@ -50,8 +45,7 @@ def crop_faces(frames: Sequence[np.ndarray], boxes: np.ndarray, size: int) -> np
 
 def crops_to_model(crops: np.ndarray) -> torch.Tensor:
     """[N,S,S,3] uint8 (0..255) or float (0..1) crops -> NCHW float32 in [-1, 1]."""
-    scaled = crops.astype(np.float32) / 255.0 if crops.dtype == np.uint8 else crops.astype(np.float32)
-    return (torch.from_numpy(scaled).permute(0, 3, 1, 2) * 2 - 1).clamp(-1, 1)
+    return (torch.from_numpy(to_float(crops)).permute(0, 3, 1, 2) * 2 - 1).clamp(-1, 1)
 
 
 def model_to_crops(images: torch.Tensor, dtype: np.dtype) -> np.ndarray:

@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 import time
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 
 from ..face_detection import pick_face
+from ..frames import to_uint8_half_up
 from .audio import mel_windows, melspectrogram
-from .crops import Upscale, crop_faces, crops_to_model, model_to_crops, paste_face, smooth_boxes, to_uint8
-from .diffusion import composite_lower_half, ddim_sample, seeded_noise, start_alpha_bar
+from .crops import Upscale, crop_faces, crops_to_model, model_to_crops, paste_face
+from .diffusion import composite_lower_half, ddim_sample, seeded_noise
+from .flow_start import flow_guided_start
 from .tracks import track_boxes
 
 Detection = Sequence[float]  # (x1, y1, x2, y2, score)
@@ -23,7 +25,7 @@ def _inside_frame(face: Detection | None, height: int, width: int) -> bool:
 
 def detect_face(frame: np.ndarray, detect: Detector, pick) -> Detection | None:
     """The picked face of one frame, or None when there is none (or it lies outside the frame)."""
-    face = pick_face(detect(to_uint8(frame)), pick)
+    face = pick_face(detect(to_uint8_half_up(frame)), pick)
     return face if _inside_frame(face, *frame.shape[:2]) else None
 
 
@@ -87,19 +89,58 @@ def paste_generated(output: np.ndarray, mask: np.ndarray, indices: Sequence[int]
         mask[i, y1:y2, x1:x2] = 1.0
 
 
-def flow_guided_start(model, previous_generated: np.ndarray, previous_input: np.ndarray, current_input: np.ndarray,
-                      steps: int, skip_steps: int, seed: int) -> torch.Tensor:
-    """x to start DDIM from after ``skip_steps`` steps: the previous frame's generated crop warped by the optical flow
-    between the previous and current input crops, noised to that step's level (SDEdit); seed noise where the flow
-    is unreliable.  All crops [S,S,3] in the frames' dtype."""
-    from ..diff2lip_enhance.temporal import flow_warped_initial_guess, mix_initial_noise
+def _crops_8bit(frames: Sequence[np.ndarray], boxes: np.ndarray, size: int) -> np.ndarray:
+    """The release's crops, resized in uint8; only each box is rounded to 8 bits (no 8-bit copy of whole frames)."""
+    return np.stack([crop_faces([to_uint8_half_up(frame[y1:y2, x1:x2])], np.array([[0, y2 - y1, 0, x2 - x1]]),
+                                size)[0] for frame, (y1, y2, x1, x2) in zip(frames, boxes)])
 
-    unit = [c.astype(np.float32) / 255.0 if c.dtype == np.uint8 else c.astype(np.float32)
-            for c in (previous_generated, previous_input, current_input)]
-    guess, valid = flow_warped_initial_guess(*unit)
-    guess = torch.from_numpy(guess * 2 - 1).permute(2, 0, 1)[None]
-    valid = torch.from_numpy(valid.astype(np.float32))[None, None]
-    return mix_initial_noise(guess, seeded_noise(seed, model.image_size), start_alpha_bar(steps, skip_steps), valid)
+
+def paste_whole_boxes_8bit(output: np.ndarray, mask: np.ndarray, indices: Sequence[int], faces: np.ndarray, boxes,
+                           upscale: Upscale | None = None) -> None:
+    """The release's paste: uint8 ``faces`` resized into the whole box of the frame rounded to 8 bits; the box is then
+    written back into ``output`` (in place, in its dtype) and marked in ``mask``.  Outside the boxes nothing changes."""
+    for i, face, (y1, y2, x1, x2) in zip(indices, faces, boxes):
+        # only the box is written, so only the box is rounded
+        box_8bit = to_uint8_half_up(output[i, y1:y2, x1:x2]).copy()
+        paste_face(box_8bit, face, (0, y2 - y1, 0, x2 - x1), upscale=upscale)
+        output[i, y1:y2, x1:x2] = box_8bit if output.dtype == np.uint8 else box_8bit.astype(output.dtype) / 255.0
+        mask[i, y1:y2, x1:x2] = 1.0
+
+
+def progress_estimate(num_frames: int, batch_size: int, steps: int) -> int:
+    """Progress ticks of a lip sync before its faces are known: one per frame for detection, then ``steps`` per batch
+    as if every frame had a face (:func:`sample_in_batches` corrects the total once they are known)."""
+    return num_frames + -(-num_frames // batch_size) * steps
+
+
+def sample_in_batches(model, frame_indices: Sequence[int], crops_for: Callable[[list[int]], np.ndarray],
+                      mels: np.ndarray, steps: int, seed: int = 7, batch_size: int = 8,
+                      progress: Callable[[int, int], None] | None = None, ticks_before: int = 0,
+                      flow_skip: int = 0) -> Iterator[tuple[list[int], np.ndarray, np.ndarray]]:
+    """Generate the faces of ``frame_indices`` batch by batch: yields ``(batch, input crops, generated crops)``.
+
+    The one sampling loop of the lip sync and of the split *Sample Faces* step.  ``crops_for(batch)`` makes the input
+    crops of a batch of frame indices when it is needed, so only one batch is held; ``mels`` [N,80,16] are indexed
+    by frame.  ``progress`` ticks ``steps`` per batch after ``ticks_before`` (e.g. detection), out of
+    ``ticks_before + batches × steps``, and is closed at the end.  ``flow_skip`` > 0 (use batch_size 1): a frame
+    right after the previous generated one starts from :func:`flow_guided_start` after that many steps.
+    """
+    batches = [list(frame_indices[i:i + batch_size]) for i in range(0, len(frame_indices), batch_size)]
+    total = ticks_before + len(batches) * steps
+    previous = None  # (frame index, input crop, generated crop) of the last frame, for flow_skip
+    for b, batch in enumerate(batches):
+        crops = crops_for(batch)
+        step_progress = None if progress is None else \
+            (lambda done, _t, base=ticks_before + b * steps: progress(base + done, total))
+        if flow_skip and previous is not None and previous[0] == batch[0] - 1:
+            x_init = flow_guided_start(model, previous[2], previous[1], crops[0], steps, flow_skip, seed)
+            generated = generate_faces(model, crops, mels[batch], steps, seed, step_progress, x_init, flow_skip)
+        else:
+            generated = generate_faces(model, crops, mels[batch], steps, seed, step_progress)
+        previous = (batch[-1], crops[-1], generated[-1])
+        yield batch, crops, generated
+    if progress is not None:
+        progress(total, total)  # close the bar (detection-time estimate; flow-started frames take fewer steps)
 
 
 def lipsync(frames: np.ndarray, wav_16k: np.ndarray, fps: float, model, detect: Detector, steps: int = 25,
@@ -148,35 +189,26 @@ def lipsync(frames: np.ndarray, wav_16k: np.ndarray, fps: float, model, detect: 
     mels = mel_windows(melspectrogram(wav_16k), fps=fps, num_frames=n)
 
     # Detection ticks first, against an estimate that assumes a face in every frame; corrected once faces are known.
-    estimate = n + -(-n // batch_size) * steps
+    estimate = progress_estimate(n, batch_size, steps)
     detect_progress = None if progress is None else (lambda done, _total: progress(done, estimate))
     bridged: list[int] = []
     boxes = locate_faces(frames, detect, pick, pads, smooth_window, detect_progress, max_gap, bridged)
     to_generate = [i for i in sorted(boxes) if active[i]]
-    batches = [to_generate[i:i + batch_size] for i in range(0, len(to_generate), batch_size)]
-    total = n + len(batches) * steps
 
-    source = to_uint8(frames) if paste_whole_box else frames  # the release crops, generates and pastes in uint8
-    output = source.copy()
+    output = frames.copy()
     mask = np.zeros((n, height, width), dtype=np.float32)
-    previous = None  # (frame index, input crop, generated crop) of the last frame, for flow_start
-    for b, batch in enumerate(batches):
+    crop = _crops_8bit if paste_whole_box else crop_faces  # the release crops, generates and pastes in uint8
+
+    def crops_for(batch):
+        return crop([frames[i] for i in batch], np.stack([boxes[i] for i in batch]), model.image_size)
+
+    for batch, _, faces_out in sample_in_batches(model, to_generate, crops_for, mels, steps, seed, batch_size,
+                                                 progress, ticks_before=n, flow_skip=skip):
         batch_boxes = np.stack([boxes[i] for i in batch])
-        crops = crop_faces([source[i] for i in batch], batch_boxes, model.image_size)
-        step_progress = None if progress is None else (lambda done, _t, base=n + b * steps: progress(base + done, total))
-        if skip and previous is not None and previous[0] == batch[0] - 1:
-            x_init = flow_guided_start(model, previous[2], previous[1], crops[0], steps, skip, seed)
-            faces_out = generate_faces(model, crops, mels[batch], steps, seed, step_progress, x_init, skip)
+        if paste_whole_box:
+            paste_whole_boxes_8bit(output, mask, batch, faces_out, batch_boxes, upscale)
         else:
-            faces_out = generate_faces(model, crops, mels[batch], steps, seed, step_progress)
-        previous = (batch[-1], crops[-1], faces_out[-1])
-        paste_generated(output, mask, batch, faces_out, batch_boxes, upscale, lower_half=not paste_whole_box)
-    if source is not frames:  # back to the input's float frames: outside the written boxes they stay bit-identical
-        written = mask > 0
-        output, output_8bit = frames.copy(), output
-        output[written] = output_8bit[written].astype(frames.dtype) / 255.0
-    if progress is not None:
-        progress(total, total)  # close the bar (detection-time estimate; flow_start frames take fewer steps)
+            paste_generated(output, mask, batch, faces_out, batch_boxes, upscale)
     passed = [i for i in range(n) if i not in boxes]
     report = {"frames": n, "faces_found": len(boxes), "generated": len(to_generate), "passed_through": len(passed),
               "passed_through_frames": passed, "bridged": len(bridged), "bridged_frames": bridged,

@@ -12,8 +12,9 @@ from .masks import region_masks_from_boxes
 from .metrics import (boundary_delta_e, lip_landmark_distance, psnr, quality_report, seam_energy, ssim,
                       warped_flicker)
 from .sharpen import sharpen_region, unsharp_mask
-from .temporal import (dense_flow, ema_temporal_smooth, flow_temporal_smooth, flow_warped_initial_guess,
-                       mix_initial_noise, warp_with_flow)
+from .temporal import ema_temporal_smooth, flow_temporal_smooth
+from ..diff2lip.flow_start import flow_warped_initial_guess, mix_initial_noise  # the sampler's flow start
+from ..optical_flow import dense_flow, warp_with_flow
 
 __all__ = [
     "LIP_SCHEMES", "FanLandmarker", "adaptive_expansion", "boundary_delta_e", "composite", "dense_flow",

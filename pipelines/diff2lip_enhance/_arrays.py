@@ -3,27 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def as_frames(frames, name: str = "frames") -> np.ndarray:
-    """Return ``frames`` as float32 [N,H,W,3]; raise ValueError naming the input otherwise."""
-    array = np.asarray(frames)
-    if array.ndim != 4 or array.shape[-1] != 3:
-        raise ValueError(f"{name}: expected RGB frames [N,H,W,3] in 0..1, got shape {array.shape}; "
-                         "add a batch axis for a single image (image[None])")
-    if not np.issubdtype(array.dtype, np.floating):
-        raise ValueError(f"{name}: expected float frames in 0..1, got dtype {array.dtype}; divide uint8 frames by 255")
-    return np.ascontiguousarray(array, dtype=np.float32)
-
-
-def as_masks(masks, frames: np.ndarray, name: str = "mask") -> np.ndarray:
-    """Return ``masks`` as float32 [N,H,W] matching ``frames``; a trailing channel axis of 1 is dropped."""
-    array = np.asarray(masks, dtype=np.float32)
-    if array.ndim == 4 and array.shape[-1] == 1:
-        array = array[..., 0]
-    if array.shape != frames.shape[:3]:
-        raise ValueError(f"{name}: expected a mask [N,H,W] = {frames.shape[:3]} matching the frames, "
-                         f"got {array.shape}; pass one mask per frame at the frame resolution")
-    return np.ascontiguousarray(np.clip(array, 0.0, 1.0))
+from ..frames import as_frames, as_masks  # noqa: F401 - the stages import their input checks from here
 
 
 def check_unit_range(value: float, name: str) -> float:

@@ -6,6 +6,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from ..frames import to_float, to_uint8
 from ._arrays import as_frames, as_masks, blend_inside, check_unit_range, mask_box
 from .masks import feather_inside
 
@@ -18,9 +19,8 @@ def _bilateral(image: np.ndarray, strength: float) -> np.ndarray:
 
 
 def _non_local_means(image: np.ndarray, strength: float) -> np.ndarray:
-    as_uint8 = np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
     h = 3.0 + 12.0 * strength
-    return cv2.fastNlMeansDenoisingColored(as_uint8, None, h, h, 5, 15).astype(np.float32) / 255.0
+    return to_float(cv2.fastNlMeansDenoisingColored(to_uint8(image), None, h, h, 5, 15))
 
 
 def _box_mean(image: np.ndarray, radius: int) -> np.ndarray:

@@ -26,7 +26,8 @@ from ._arrays import as_frames, as_masks, mask_box
 from .color_match import rgb_to_lab
 from .landmarks import FACEMESH_LIP_POINTS, LIP_SCHEMES, facemesh_landmarks
 from .masks import boundary_ring, inner_band, outer_band
-from .temporal import FLOW_MARGIN_PX, flow_with_validity, warp_with_flow
+from ..optical_flow import flow_with_validity, warp_with_flow
+from .temporal import FLOW_MARGIN_PX
 
 
 

@@ -11,6 +11,8 @@ import time
 import numpy as np
 import torch
 
+from ..frames import to_float, to_uint8_half_up
+
 
 def _module_scale(model) -> int:
     scale = getattr(model, "scale", None)
@@ -63,11 +65,10 @@ class CropUpscaler:
     @torch.no_grad()
     def __call__(self, crop: np.ndarray) -> np.ndarray:
         started = time.perf_counter()
-        unit = crop.astype(np.float32) / 255.0 if crop.dtype == np.uint8 else crop.astype(np.float32)
-        tensor = torch.from_numpy(unit).permute(2, 0, 1)[None].to(self.device)
+        tensor = torch.from_numpy(to_float(crop)).permute(2, 0, 1)[None].to(self.device)
         result = upscale_tiled(self.model, tensor, self.tile, self.overlap)[0].permute(1, 2, 0).float().cpu().numpy()
         self.seconds.append(time.perf_counter() - started)
-        return (result * 255.0 + 0.5).astype(np.uint8) if crop.dtype == np.uint8 else result.astype(crop.dtype)
+        return to_uint8_half_up(result) if crop.dtype == np.uint8 else result.astype(crop.dtype)
 
     def ms_per_crop(self) -> float:
         return 1000.0 * float(np.mean(self.seconds)) if self.seconds else 0.0

@@ -206,6 +206,11 @@ def read_tracked(path, fps: float | None = None, max_frames: int | None = None,
             raise ValueError(f"{pickle_path}: frame '{key}' lacks {absent}")
     codes = {name: _stack_codes(name, [records[k].get(name, np.zeros(shape, np.float32)) for k in keys], len(keys))
              for name, shape in CODE_SHAPES.items()}
+    for name, values in codes.items():  # a NaN code would silently blank every frame it drives
+        bad = np.flatnonzero(~np.isfinite(values).reshape(len(keys), -1).all(axis=1))
+        if bad.size:
+            raise ValueError(f"{pickle_path}: field '{name}' holds NaN/inf in {bad.size} frame(s), first "
+                             f"'{keys[bad[0]]}'; re-track the video or fix the file")
     images = None
     if (root / LMDB_DIR).is_dir():
         images = LmdbFrames(root / LMDB_DIR, keys)

@@ -18,6 +18,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from ...models.flame import FlameLayer
+from ..gagavatar.driver import TrackedDriver, as_driver
 from .detail import DetailConfig, enhance_details
 from .expression import ExpressionTransferConfig, RegionExpressionTransfer
 from .gaze import EyeEnhanceConfig, GazeConfig, correct_gaze, enhance_eyes, eye_centres_from_flame, project_points
@@ -73,15 +74,17 @@ def driver_eye_centres(driver: Mapping[str, np.ndarray], flame: FlameLayer, shap
     return eye_centres_from_flame(flame, shapecode, expcode, driver.get("posecode"))
 
 
-def enhance_driver(driver: Mapping[str, np.ndarray], config: EnhanceConfig, flame: FlameLayer | None = None,
-                   shapecode=None, regions: Mapping[str, np.ndarray] | None = None,
-                   progress: Callable[[int, int], None] | None = None) -> dict:
-    """Apply the driver-side enhancements (smoothing, expression transfer, gaze) and return a new driver dict.
+def enhance_driver(driver: TrackedDriver | Mapping[str, np.ndarray], config: EnhanceConfig,
+                   flame: FlameLayer | None = None, shapecode=None, regions: Mapping[str, np.ndarray] | None = None,
+                   progress: Callable[[int, int], None] | None = None) -> TrackedDriver | dict:
+    """Apply the driver-side enhancements (smoothing, expression transfer, gaze) and return a new driver of the kind
+    given: a :class:`TrackedDriver` for a TrackedDriver, a dict for a dict of arrays.
 
     ``regions``: optional vertex regions for the expression transfer ({region: indices} or FLAME_masks.pkl content).
     """
     stages = [s for s in ("smoothing", "expression", "gaze") if getattr(config, s) is not None]
-    result = dict(driver)
+    tracked = isinstance(driver, TrackedDriver)
+    result = driver.as_dict() if tracked else dict(driver)
     for done, stage in enumerate(stages):
         if stage == "smoothing":
             result = smooth_driver(result, config.smoothing)
@@ -94,19 +97,21 @@ def enhance_driver(driver: Mapping[str, np.ndarray], config: EnhanceConfig, flam
             result = correct_gaze(result, centres, config.gaze)
         if progress is not None:
             progress(done + 1, len(stages))
-    return result
+    return as_driver(result) if tracked else result
 
 
 def enhance_frames(frames: np.ndarray, config: EnhanceConfig, face_mask: np.ndarray | None = None,
-                   driver: Mapping[str, np.ndarray] | None = None, flame: FlameLayer | None = None,
+                   driver: TrackedDriver | Mapping[str, np.ndarray] | None = None, flame: FlameLayer | None = None,
                    eye_pixels: np.ndarray | None = None, shapecode=None,
                    progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     """Apply the frame-side enhancements to rendered frames [T,H,W,3] (float 0..1) and return new frames.
 
     ``face_mask``: rendered alpha or face mask ([H,W] or [T,H,W]); None = whole frame.  Eye sharpening uses
     ``eye_pixels`` [T,2,2] if given, else projects the FLAME eye centres of ``driver`` (the driver that was
-    rendered) with its cameras.
+    rendered: TrackedDriver or dict) with its cameras.
     """
+    if isinstance(driver, TrackedDriver):
+        driver = driver.as_dict()
     stage_count = (config.detail is not None) + (config.eyes is not None)
     out = np.array(frames, dtype=np.float32, copy=True) if stage_count == 0 else np.asarray(frames)
     if config.detail is not None:
@@ -139,9 +144,9 @@ def animate_enhanced(model, flame: FlameLayer, avatar, source_shape, driver, con
     dict.  Detail enhancement is limited to the avatar's alpha, so background pixels (alpha 0) are exactly the
     refiner's.  Returns frames float32 [T,S,S,3] in 0..1.  ``progress(done, total)`` over splat, refine and enhance.
     """
-    from ..gagavatar import as_driver, refine_splats, splat_frames
+    from ..gagavatar import refine_splats, splat_frames
 
-    rendered = as_driver(enhance_driver(as_driver(driver).as_dict(), config, flame=flame, shapecode=source_shape))
+    rendered = enhance_driver(as_driver(driver), config, flame=flame, shapecode=source_shape)
     total = len(rendered)
     stages = 2 + (config.detail is not None) + (config.eyes is not None)
 
@@ -154,6 +159,6 @@ def animate_enhanced(model, flame: FlameLayer, avatar, source_shape, driver, con
     if config.detail is not None:  # inside the rendered alpha only: the background stays the refiner's
         frames = enhance_details(frames, alpha.clamp(0, 1).numpy(), config.detail, stage(2))
     if config.eyes is not None:
-        frames = enhance_frames(frames, EnhanceConfig(eyes=config.eyes), driver=rendered.as_dict(), flame=flame,
+        frames = enhance_frames(frames, EnhanceConfig(eyes=config.eyes), driver=rendered, flame=flame,
                                 shapecode=source_shape, progress=stage(stages - 1))
     return frames

@@ -39,7 +39,7 @@ class SmoothingConfig:
     alpha: EMA weight of the newest frame (seed default 0.5).
     process_noise / measurement_noise: variance of the per-frame acceleration (q) and of the tracking jitter (r) for
         the Kalman/RTS methods.  Only the ratio q/r changes the output; smaller q/r = smoother.  The default
-        q/r = 0.1 was picked on synthetic.synthetic_driver_track (best RTS error on most fields).
+        q/r = 0.1 was picked on evaluation.synthetic_driver_track (best RTS error on most fields).
     fields: driver fields to smooth.
     """
 
@@ -208,89 +208,3 @@ def smooth_driver(
         if progress is not None:
             progress(done + 1, len(config.fields))
     return result
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Metrics on tracks with known ground truth.
-
-
-def rotations_as_vectors(quats: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """Express a quaternion track [T, K, 4] as rotation vectors [T, 3K] relative to ``reference`` [K, 4]."""
-    return quat_minus(np.broadcast_to(reference, quats.shape), quats).reshape(len(quats), -1)
-
-
-def jitter_energy(track: np.ndarray) -> float:
-    """Mean squared second temporal difference of a [T, D] track."""
-    return float(np.mean(np.diff(track, n=2, axis=0) ** 2))
-
-
-def rms_error(track: np.ndarray, truth: np.ndarray) -> float:
-    """Root-mean-square difference of two [T, D] tracks."""
-    return float(np.sqrt(np.mean((track - truth) ** 2)))
-
-
-def lag_frames(track: np.ndarray, truth: np.ndarray, max_lag: int = 15) -> float:
-    """Delay of ``track`` behind ``truth`` in frames: the cross-correlation peak, refined by a parabola fit.
-
-    Positive = the track lags (track[t] ~ truth[t - lag]).
-    """
-    a = track - track.mean(axis=0)
-    b = truth - truth.mean(axis=0)
-    n = len(a)
-    lags = np.arange(-max_lag, max_lag + 1)
-    corr = np.array([np.sum(a[max(k, 0):n + min(k, 0)] * b[max(-k, 0):n - max(k, 0)]) / (n - abs(k)) for k in lags])
-    i = int(np.argmax(corr))
-    if 0 < i < len(lags) - 1:
-        denominator = corr[i - 1] - 2 * corr[i] + corr[i + 1]
-        offset = 0.5 * (corr[i - 1] - corr[i + 1]) / denominator if denominator < 0 else 0.0
-        return float(lags[i] + offset)
-    return float(lags[i])
-
-
-def track_metrics(track: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    """Jitter energy, RMS error to the ground truth and lag (frames) of a [T, D] track."""
-    return {"jitter": jitter_energy(track), "rms": rms_error(track, truth), "lag": lag_frames(track, truth)}
-
-
-def _metric_tracks(driver: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Per-field [T, D] tracks to measure: vectors as is, rotations as rotation vectors around reference frame 0."""
-    def rotation_track(quats: np.ndarray, reference_quats: np.ndarray) -> np.ndarray:
-        return rotations_as_vectors(quats, reference_quats[0])
-
-    pose = quat_exp(np.asarray(driver["posecode"], np.float64)[:, 3:].reshape(-1, 1, 3))
-    eyes = quat_exp(np.asarray(driver["eyecode"], np.float64).reshape(-1, 2, 3))
-    camera = matrix_to_quat(np.asarray(driver["transform_matrix"], np.float64)[:, None, :, :3])
-    ref_pose = quat_exp(np.asarray(reference["posecode"], np.float64)[:, 3:].reshape(-1, 1, 3))
-    ref_eyes = quat_exp(np.asarray(reference["eyecode"], np.float64).reshape(-1, 2, 3))
-    ref_camera = matrix_to_quat(np.asarray(reference["transform_matrix"], np.float64)[:, None, :, :3])
-    return {
-        "expcode": np.asarray(driver["expcode"], np.float64),
-        "jaw (rad)": rotation_track(pose, ref_pose),
-        "eyes (rad)": rotation_track(eyes, ref_eyes),
-        "camera rotation (rad)": rotation_track(camera, ref_camera),
-        "camera translation": np.asarray(driver["transform_matrix"], np.float64)[:, :, 3],
-    }
-
-
-def evaluate_smoothing(
-    noisy: Mapping[str, np.ndarray], truth: Mapping[str, np.ndarray], configs: Mapping[str, SmoothingConfig]
-) -> dict[str, dict[str, dict[str, float]]]:
-    """Smooth ``noisy`` with each named config; return {config name: {field: {jitter, rms, lag}}} against ``truth``.
-
-    Rotations are measured as rotation vectors (radians) relative to the ground truth's first frame.
-    """
-    truth_tracks = _metric_tracks(truth, truth)
-    report = {}
-    for name, config in configs.items():
-        tracks = _metric_tracks(smooth_driver(noisy, config), truth)
-        report[name] = {field: track_metrics(tracks[field], truth_tracks[field]) for field in truth_tracks}
-    return report
-
-
-
-def frame_flicker(frames: np.ndarray) -> float:
-    """Mean absolute frame-to-frame change of rendered frames [T,H,W,3] (0 for a still video)."""
-    frames = np.asarray(frames, dtype=np.float32)
-    if len(frames) < 2:
-        raise ValueError(f"frames: need at least 2 frames to measure flicker, got {len(frames)}")
-    return float(np.abs(np.diff(frames, axis=0)).mean())

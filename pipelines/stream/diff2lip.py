@@ -14,10 +14,11 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..diff2lip.audio import mel_windows, melspectrogram
-from ..diff2lip.crops import crop_faces, to_uint8
-from ..diff2lip.lipsync import detect_face, flow_guided_start, generate_faces, paste_generated
+from ..diff2lip.crops import crop_faces
+from ..diff2lip.flow_start import flow_guided_start
+from ..diff2lip.lipsync import _crops_8bit, detect_face, generate_faces, paste_generated, paste_whole_boxes_8bit
 from ..diff2lip.tracks import BoxTrack
-from ..media import audio_to_mono, fit_audio_to_frames, make_audio
+from ..media import fit_audio_to_frames, make_audio
 from .core import FrameItem, PerFrameRun, Stage, StageRun, StreamInfo, not_signed
 
 
@@ -49,7 +50,8 @@ class LipSyncStage(Stage):
     max_gap: int = 0
 
     def fitted_audio(self, info: StreamInfo) -> dict:
-        wave = fit_audio_to_frames(self.audio["waveform"], self.audio["sample_rate"], info.num_frames, info.fps)
+        # float fps as the IMAGE path gets it from core's Video Components, so both fit the audio identically
+        wave = fit_audio_to_frames(self.audio["waveform"], self.audio["sample_rate"], info.num_frames, float(info.fps))
         return make_audio(wave, self.audio["sample_rate"])
 
     def stream_info(self, info: StreamInfo) -> StreamInfo:
@@ -61,7 +63,7 @@ class LipSyncStage(Stage):
 
 class _LipSyncRun(StageRun):
     def __init__(self, stage: LipSyncStage, info: StreamInfo):
-        from ..audio_enhance import speech_activity
+        from ..audio_enhance import speech_for_frames
 
         if stage.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {stage.batch_size}")
@@ -69,10 +71,10 @@ class _LipSyncRun(StageRun):
             raise ValueError(f"flow_start must be in [0, 1), got {stage.flow_start}")
         self.stage = stage
         n, fps = info.num_frames, float(info.fps)
-        fitted = stage.fitted_audio(info)
-        wav = audio_to_mono(fitted["waveform"], fitted["sample_rate"])
+        _, wav, active = speech_for_frames(stage.audio["waveform"], stage.audio["sample_rate"], n, fps,
+                                           stage.close_mouth_in_silence)
         self.mels = mel_windows(melspectrogram(wav), fps=fps, num_frames=n)
-        self.active = speech_activity(wav, fps, n) if stage.close_mouth_in_silence else np.ones(n, bool)
+        self.active = np.ones(n, bool) if active is None else active
         self.skip = min(int(round(stage.flow_start * stage.steps)), stage.steps - 1)
         self.batch_size = 1 if self.skip else stage.batch_size
         self.track = BoxTrack((info.height, info.width), stage.pads, stage.smooth_window, stage.max_gap)
@@ -110,8 +112,8 @@ class _LipSyncRun(StageRun):
         boxes = np.stack([entry[1] for entry in batch])
         frames = np.stack([entry[0].image for entry in batch])
         # As the whole-clip lipsync: the release's whole-box paste crops, generates and pastes in 8 bits
-        source = to_uint8(frames) if stage.paste_whole_box else frames
-        crops = crop_faces(source, boxes, stage.model.image_size)
+        crop = _crops_8bit if stage.paste_whole_box else crop_faces
+        crops = crop(list(frames), boxes, stage.model.image_size)
         if self.skip and self.previous is not None and self.previous[0] == indices[0] - 1:
             x_init = flow_guided_start(stage.model, self.previous[2], self.previous[1], crops[0], stage.steps,
                                        self.skip, stage.seed)
@@ -120,14 +122,12 @@ class _LipSyncRun(StageRun):
         else:
             faces = generate_faces(stage.model, crops, self.mels[indices], stage.steps, stage.seed, self._tick)
         self.previous = (indices[-1], crops[-1], faces[-1])
-        output = source.copy()  # the originals stay untouched
+        output = frames  # a stacked copy: the originals stay untouched
         masks = np.zeros(output.shape[:3], np.float32)
-        paste_generated(output, masks, range(len(batch)), faces, boxes, stage.upscale,
-                        lower_half=not stage.paste_whole_box)
-        if source is not frames:  # back to float: outside the written boxes the frames stay bit-identical
-            written = masks > 0
-            output, output_8bit = frames.copy(), output
-            output[written] = output_8bit[written].astype(frames.dtype) / 255.0
+        if stage.paste_whole_box:
+            paste_whole_boxes_8bit(output, masks, range(len(batch)), faces, boxes, stage.upscale)
+        else:
+            paste_generated(output, masks, range(len(batch)), faces, boxes, stage.upscale)
         for k, entry in enumerate(batch):
             entry[0].image = output[k]
             entry[0].set_mask("generated", masks[k])

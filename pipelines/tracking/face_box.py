@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..diff2lip_enhance.landmarks import local_file_aligner
 from ..face_detection import BlazeFaceDetector, S3FDDetector, pick_face
+from ..face_landmarks import local_file_aligner
 
 
 class FanFaceBox:

@@ -1,13 +1,19 @@
-"""Synthetic scenes with known ground truth for measuring the enhancements (used by the tests and the benchmark).
+"""Evaluation only (the tests and the benchmarks; no node and no product code imports it): the one synthetic
+driver generator and synthetic scenes with known ground truth, and the metrics that measure the enhancements on them
+(smoothing jitter/error/lag, render flicker, detail gain and halos).
 
 Nothing here is a face model: these are controlled signals whose correct answer is known by construction.
 """
 from __future__ import annotations
 
+from typing import Mapping
+
 import cv2
 import numpy as np
 
-from .rotations import matrix_to_quat, quat_exp, quat_log, quat_plus, quat_to_matrix
+from .detail import _LUMA, edge_strength
+from .rotations import matrix_to_quat, quat_exp, quat_log, quat_minus, quat_plus, quat_to_matrix
+from .smoothing import SmoothingConfig, smooth_driver
 
 
 def synthetic_driver_track(num_frames: int = 250, fps: float = 25.0, seed: int = 0) -> tuple[dict, dict]:
@@ -108,8 +114,6 @@ def photo_detail_scene(photo: np.ndarray, face_box: tuple[float, float, float, f
     3-px band around strong luminance steps (Sobel >= 0.2) inside it; ``texture`` is the rest of the face interior
     (Sobel < 0.1); ``flat`` is empty (photos have none); ``background`` is outside the face.
     """
-    from .detail import edge_strength
-
     x0, y0, x1, y1 = face_box
     side = 1.65 * np.sqrt((x1 - x0) * (y1 - y0))
     cx, cy = 0.5 * (x0 + x1), 0.5 * (y0 + y1)
@@ -131,4 +135,131 @@ def photo_detail_scene(photo: np.ndarray, face_box: tuple[float, float, float, f
         "edge": strong & interior,
         "flat": np.zeros_like(face),
         "background": ~face,
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Metrics on tracks with known ground truth.
+
+
+def rotations_as_vectors(quats: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Express a quaternion track [T, K, 4] as rotation vectors [T, 3K] relative to ``reference`` [K, 4]."""
+    return quat_minus(np.broadcast_to(reference, quats.shape), quats).reshape(len(quats), -1)
+
+
+def jitter_energy(track: np.ndarray) -> float:
+    """Mean squared second temporal difference of a [T, D] track."""
+    return float(np.mean(np.diff(track, n=2, axis=0) ** 2))
+
+
+def rms_error(track: np.ndarray, truth: np.ndarray) -> float:
+    """Root-mean-square difference of two [T, D] tracks."""
+    return float(np.sqrt(np.mean((track - truth) ** 2)))
+
+
+def lag_frames(track: np.ndarray, truth: np.ndarray, max_lag: int = 15) -> float:
+    """Delay of ``track`` behind ``truth`` in frames: the cross-correlation peak, refined by a parabola fit.
+
+    Positive = the track lags (track[t] ~ truth[t - lag]).
+    """
+    a = track - track.mean(axis=0)
+    b = truth - truth.mean(axis=0)
+    n = len(a)
+    lags = np.arange(-max_lag, max_lag + 1)
+    corr = np.array([np.sum(a[max(k, 0):n + min(k, 0)] * b[max(-k, 0):n - max(k, 0)]) / (n - abs(k)) for k in lags])
+    i = int(np.argmax(corr))
+    if 0 < i < len(lags) - 1:
+        denominator = corr[i - 1] - 2 * corr[i] + corr[i + 1]
+        offset = 0.5 * (corr[i - 1] - corr[i + 1]) / denominator if denominator < 0 else 0.0
+        return float(lags[i] + offset)
+    return float(lags[i])
+
+
+def track_metrics(track: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Jitter energy, RMS error to the ground truth and lag (frames) of a [T, D] track."""
+    return {"jitter": jitter_energy(track), "rms": rms_error(track, truth), "lag": lag_frames(track, truth)}
+
+
+def _metric_tracks(driver: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per-field [T, D] tracks to measure: vectors as is, rotations as rotation vectors around reference frame 0."""
+    def rotation_track(quats: np.ndarray, reference_quats: np.ndarray) -> np.ndarray:
+        return rotations_as_vectors(quats, reference_quats[0])
+
+    pose = quat_exp(np.asarray(driver["posecode"], np.float64)[:, 3:].reshape(-1, 1, 3))
+    eyes = quat_exp(np.asarray(driver["eyecode"], np.float64).reshape(-1, 2, 3))
+    camera = matrix_to_quat(np.asarray(driver["transform_matrix"], np.float64)[:, None, :, :3])
+    ref_pose = quat_exp(np.asarray(reference["posecode"], np.float64)[:, 3:].reshape(-1, 1, 3))
+    ref_eyes = quat_exp(np.asarray(reference["eyecode"], np.float64).reshape(-1, 2, 3))
+    ref_camera = matrix_to_quat(np.asarray(reference["transform_matrix"], np.float64)[:, None, :, :3])
+    return {
+        "expcode": np.asarray(driver["expcode"], np.float64),
+        "jaw (rad)": rotation_track(pose, ref_pose),
+        "eyes (rad)": rotation_track(eyes, ref_eyes),
+        "camera rotation (rad)": rotation_track(camera, ref_camera),
+        "camera translation": np.asarray(driver["transform_matrix"], np.float64)[:, :, 3],
+    }
+
+
+def evaluate_smoothing(
+    noisy: Mapping[str, np.ndarray], truth: Mapping[str, np.ndarray], configs: Mapping[str, SmoothingConfig]
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Smooth ``noisy`` with each named config; return {config name: {field: {jitter, rms, lag}}} against ``truth``.
+
+    Rotations are measured as rotation vectors (radians) relative to the ground truth's first frame.
+    """
+    truth_tracks = _metric_tracks(truth, truth)
+    report = {}
+    for name, config in configs.items():
+        tracks = _metric_tracks(smooth_driver(noisy, config), truth)
+        report[name] = {field: track_metrics(tracks[field], truth_tracks[field]) for field in truth_tracks}
+    return report
+
+
+
+def frame_flicker(frames: np.ndarray) -> float:
+    """Mean absolute frame-to-frame change of rendered frames [T,H,W,3] (0 for a still video)."""
+    frames = np.asarray(frames, dtype=np.float32)
+    if len(frames) < 2:
+        raise ValueError(f"frames: need at least 2 frames to measure flicker, got {len(frames)}")
+    return float(np.abs(np.diff(frames, axis=0)).mean())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Metrics
+
+
+def high_frequency_energy(image: np.ndarray, region: np.ndarray, sigma: float = 1.5) -> float:
+    """Mean squared luminance high-pass (image - Gaussian(sigma)) over the boolean ``region`` of an [H,W,3] image."""
+    luma = np.ascontiguousarray(image, dtype=np.float32) @ _LUMA
+    high = luma - cv2.GaussianBlur(luma, (0, 0), sigma)
+    return float(np.mean(high[region] ** 2))
+
+
+def edge_overshoot(before: np.ndarray, after: np.ndarray, region: np.ndarray, window: int = 7) -> tuple[float, float]:
+    """Halo measure: how far ``after`` leaves the [min, max] range of ``before`` in a window, over ``region``.
+
+    Returns (mean, max) overshoot in intensity units; an edge-preserving operation gives 0.
+    """
+    kernel = np.ones((window, window), np.uint8)
+    local_max = cv2.dilate(before, kernel)
+    local_min = cv2.erode(before, kernel)
+    excess = np.maximum(after - local_max, 0.0) + np.maximum(local_min - after, 0.0)
+    excess = excess.max(axis=-1)[region]
+    return float(excess.mean()), float(excess.max())
+
+
+def detail_metrics(before: np.ndarray, after: np.ndarray, regions: dict[str, np.ndarray]) -> dict[str, float]:
+    """Numbers for one enhanced frame, given boolean region maps ``texture``, ``edge``, ``flat``, ``background``.
+
+    hf_gain: high-frequency energy ratio after/before on the texture; overshoot_mean/max on the edge band;
+    flat_max_change and background_max_change: largest absolute pixel change there.
+    """
+    overshoot_mean, overshoot_max = edge_overshoot(before, after, regions["edge"])
+    change = np.abs(after.astype(np.float64) - before.astype(np.float64)).max(axis=-1)
+    return {
+        "hf_gain": high_frequency_energy(after, regions["texture"]) / high_frequency_energy(before, regions["texture"]),
+        "overshoot_mean": overshoot_mean,
+        "overshoot_max": overshoot_max,
+        "flat_max_change": float(change[regions["flat"]].max()),
+        "background_max_change": float(change[regions["background"]].max()),
     }
