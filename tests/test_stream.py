@@ -328,3 +328,15 @@ def test_a_still_image_is_a_one_frame_stream(tmp_path):
     source = VideoSource(str(tmp_path / "still.png"))
     frames = list(source.frames())
     assert len(frames) == 1 and np.array_equal(np.rint(frames[0] * 255).astype(np.uint8), _gradient_frames(1)[0])
+
+
+def test_streamed_hard_box_composite_equals_the_whole_clip(tiny):
+    frames, wav = _marked_clip(n=6, missing=(2,))
+    synced, region, _ = lipsync(frames, _fitted(wav, 6), 25.0, tiny, marked_detect, steps=2, batch_size=4)
+    expected = composite(frames, synced, region, region)
+    stream = FrameStream(ArraySource(frames, Fraction(25))).then(
+        LipSyncStage(audio=make_audio(wav, 16000), model=tiny, detect=marked_detect, steps=2, batch_size=4)).then(
+        LipMaskCompositeStage(landmarker=fake_landmarker, hard_box=True))
+    for chunk_size in (1, 4):
+        out, masks, _ = _stream_arrays(stream, chunk_size)
+        assert np.array_equal(out, expected) and np.array_equal(masks["composite"], region), chunk_size

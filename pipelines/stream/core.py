@@ -17,7 +17,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -56,10 +56,6 @@ class StreamInfo:
     height: int
     num_frames: int
     audio: dict | None = None
-
-    @property
-    def fps_float(self) -> float:
-        return float(self.fps)
 
 
 class StageRun:
