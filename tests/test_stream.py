@@ -340,3 +340,24 @@ def test_streamed_hard_box_composite_equals_the_whole_clip(tiny):
     for chunk_size in (1, 4):
         out, masks, _ = _stream_arrays(stream, chunk_size)
         assert np.array_equal(out, expected) and np.array_equal(masks["composite"], region), chunk_size
+
+
+def test_a_range_late_in_a_clip_seeks_and_gives_the_same_frames(tmp_path):
+    import av
+
+    path = tmp_path / "gop.mp4"  # key frame every 4 frames, with B-frames: seeking lands before the range
+    frames = _gradient_frames(30)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25, options={"g": "4", "bf": "2", "crf": "20"})
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for k, image in enumerate(frames):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    every = np.stack(list(VideoSource(str(path)).frames()))
+    assert len(every) == 30
+    for first, count in ((1, 3), (13, 5), (22, 0), (29, 1)):
+        part = np.stack(list(VideoSource(str(path), first, count).frames()))
+        assert np.array_equal(part, every[first:first + (count or 30)]), (first, count)
+    assert np.array_equal(np.stack(list(VideoSource(str(path), 10, 10).frames(start=6))), every[16:20])

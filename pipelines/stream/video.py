@@ -1,6 +1,7 @@
 """Video files as streams: a lazily decoded source (PyAV) and a chunk-by-chunk encoding sink, both framework-free."""
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import dataclass
 from fractions import Fraction
@@ -28,6 +29,7 @@ class _Probe:
     width: int
     height: int
     num_frames: int
+    frame_pts: tuple = ()  # presentation time stamp of each frame, in frame order (for seeking to a range)
 
 
 def _open(path: Path):
@@ -73,7 +75,7 @@ def probe_video(path: str | os.PathLike) -> _Probe:
             raise VideoError(f"{path.name}: variable frame rate (frame durations from {steps.min():.2f} to "
                              f"{steps.max():.2f} frames); convert it to a constant rate first, e.g. ffmpeg -i "
                              f"{path.name} -fps_mode cfr -r {float(fps):.3f} constant.mp4")
-    return _Probe(fps, width, height, len(times))
+    return _Probe(fps, width, height, len(times), tuple(sorted(times)))
 
 
 def _decoded_float(frame) -> np.ndarray:
@@ -130,11 +132,26 @@ class VideoSource(Source):
 
         first, end = self.start_frame + start, self.start_frame + self.num_frames
         index = 0
+        pts = self._probe.frame_pts
+        position = {value: k for k, value in enumerate(pts)} if first > 0 else {}
         with _open(Path(self.path)) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             try:
-                for frame in container.decode(stream):
+                decoded = container.decode(stream)
+                if first > 0:
+                    # Jump to the key frame before the range (a part late in a long clip is not decoded from its
+                    # start); frames are then placed by their time stamps, the same ones the probe counted.
+                    container.seek(pts[first], stream=stream, backward=True)
+                    decoded = container.decode(stream)
+                    frame = next(decoded, None)
+                    if frame is None or frame.pts not in position or position[frame.pts] > first:
+                        container.seek(pts[0], stream=stream, backward=True)  # no usable key frame: from the start
+                        decoded = container.decode(stream)
+                    else:
+                        index = position[frame.pts]
+                        decoded = itertools.chain([frame], decoded)
+                for frame in decoded:
                     if index >= end:
                         break
                     if index >= first:
