@@ -7,7 +7,8 @@ process tree, RSS sampled every 0.2 s).
 Diff2Lip rows: a synthetic clip of the given length (a real portrait moving a little inside a 1080p frame, stereo
 44.1 kHz sound) and a 16 kHz speech-like track, through ``talkinghead.py run WORKFLOW --video --audio`` with the tiny
 official-format test models (tests/fixtures): the model work is small, what is measured is what the pipeline holds.
-GAGAvatar rows: a synthetic tracked driver of that length at 30 fps rendered at 512².  Prints one row per run.
+GAGAvatar rows: a synthetic tracked driver of that length at 30 fps rendered at 512² (``--avatar-size``) by a tiny
+refiner of that output size.  Prints one row per run.
 """
 from __future__ import annotations
 
@@ -86,7 +87,7 @@ class _SyntheticClip:
         return (0.3 * np.sin(2 * np.pi * 220 * t) * syllables).astype(np.float32)
 
 
-def _models(folder: Path) -> dict:
+def _models(folder: Path, avatar_size: int = 512) -> dict:
     """Tiny official-format models (as the tests use) and the --set overrides that select them."""
     import torch
     from spandrel.architectures.ESRGAN import ESRGAN
@@ -101,7 +102,8 @@ def _models(folder: Path) -> dict:
     torch.save({"params_ema": net.state_dict()}, folder / "upscale_models" / "RealESRGAN_x2plus.pth")
     for sub in ("gagavatar", "flame"):
         (folder / sub).mkdir(exist_ok=True)
-    torch.save({"model": synth.tiny_gagavatar_state_dict(num_vertices=64), "meta_cfg": {}},
+    levels = int(round(np.log2(avatar_size / 4)))  # the tiny refiner renders 4·2**levels pixels square
+    torch.save({"model": synth.tiny_gagavatar_state_dict(num_vertices=64, refine_levels=levels), "meta_cfg": {}},
                folder / "gagavatar" / "GAGAvatar.pt")
     synth.write_synthetic_flame(folder / "flame" / "FLAME_with_eye.pt", num_vertices=64)
     return {"diff2lip": ["Diff2Lip Model.num_head_channels=32", 'Lip Sync.quality="fast"'],
@@ -171,12 +173,13 @@ def main(argv=None) -> int:
     ap.add_argument("--workflows", nargs="+", default=["diff2lip", "diff2lip_enhanced", "gagavatar_enhanced"])
     ap.add_argument("--size", default="1920x1080", help="Diff2Lip clip size WxH")
     ap.add_argument("--fps", type=int, default=25)
+    ap.add_argument("--avatar-size", type=int, default=512, help="GAGAvatar render side (a power of two)")
     args = ap.parse_args(argv)
     _import_pack()
     size = tuple(int(v) for v in args.size.split("x"))
     with tempfile.TemporaryDirectory(prefix="long-video-memory-") as tmp:
         work = Path(tmp)
-        overrides = _models(work / "models")
+        overrides = _models(work / "models", args.avatar_size)
         print("workflow            | clip   | frames | peak RSS (runner + ComfyUI) | wall", flush=True)
         for workflow in args.workflows:
             for seconds in args.seconds:
