@@ -16,6 +16,8 @@ import torch
 
 UNWRAP_KEYS = ("state_dict", "model", "ema", "params_ema", "params")
 HALF_DTYPES = (torch.float16, torch.bfloat16)
+# torch.save's pre-1.6 format starts with its pickled magic number 0x1950a86a20f9469cfc6c
+_LEGACY_TORCH_HEAD = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
 
 
 class CheckpointError(ValueError):
@@ -34,10 +36,16 @@ def _kind(path: Path) -> str:
     if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
         return "zip"
     if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
-        return "pickle"
+        return "pickle" if head.startswith(_LEGACY_TORCH_HEAD) else "plain pickle"
     if path.suffix == ".safetensors":
         return "safetensors"
     return "unknown"
+
+
+def _plain_pickle(what: str, path: Path) -> str:
+    # torch.save writes its magic number first whatever the pickle protocol; without it this is no checkpoint
+    return (f"{what} file {path} is a plain Python pickle, not a PyTorch checkpoint; this pack never unpickles such "
+            "files (they can run code): use the official file.")
 
 
 def load_content(path, what: str, mmap: bool = False) -> object:
@@ -66,14 +74,19 @@ def load_content(path, what: str, mmap: bool = False) -> object:
             raise CheckpointError(f"{what} file {path} is truncated or damaged (its zip directory is missing); "
                                   f"{refetch}.") from None
     try:
+        # weights_only=True whatever the kind: a file that merely looks like a checkpoint gets no more trust
         return torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap and kind == "zip")
     except pickle.UnpicklingError as error:
+        if kind == "plain pickle":
+            raise CheckpointError(_plain_pickle(what, path)) from None
         if "weights only" in str(error).lower():
             raise CheckpointError(f"{what} file {path} holds Python objects besides tensors, which this pack never "
                                   "loads because they could run code; use the official file, or a copy saved as a "
                                   "plain state dict of tensors.") from None
         raise CheckpointError(f"{what} file {path} is damaged ({type(error).__name__}); {refetch}.") from None
     except (EOFError, RuntimeError, OSError, ValueError, TypeError, KeyError, AttributeError, IndexError) as error:
+        if kind == "plain pickle":
+            raise CheckpointError(_plain_pickle(what, path)) from None
         raise CheckpointError(f"{what} file {path} is truncated or damaged ({type(error).__name__}); "
                               f"{refetch}.") from None
 

@@ -6,8 +6,10 @@ import json
 import torch
 from comfy_api.latest import io
 
+from . import help_text
 from .common import image_to_numpy, log, mask_to_numpy, numpy_to_image, progress_callback, torch_device
 from .guards import check_audio, check_finite
+from .help_text import schema
 from .paths import model_files, resolve_model_file
 
 ENHANCE = "TalkingHead/Diff2Lip/enhance"
@@ -17,7 +19,8 @@ FACEMESH = "FaceMesh (built-in)"
 class Diff2LipAudioCleanup(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return schema(
+            search_aliases=["denoise audio", "speech enhancement", "loudness", "lipsync"],
             node_id="Diff2LipAudioCleanup",
             display_name="Diff2Lip Audio Clean-up",
             category=ENHANCE,
@@ -133,21 +136,26 @@ class Diff2LipColorMatch(io.ComfyNode):
             description="Matches the generated region's colour to the surrounding original skin (Lab mean/std or "
                         "histogram, measured in a band along the region's edge).",
             inputs=[io.Image.Input("original"), io.Image.Input("generated"), io.Mask.Input("mask"),
-                    io.Combo.Input("method", options=["lab_meanstd", "histogram"], default="lab_meanstd",
-                                   tooltip="Lab mean/std transfer, or per-channel Lab histogram matching."),
+                    io.Combo.Input("method", options=["lab_meanstd", "histogram", "none"], default="lab_meanstd",
+                                   tooltip="Lab mean/std transfer, per-channel Lab histogram matching, or none "
+                                           "(white balance only)."),
                     io.Float.Input("band_px", default=8.0, min=1.0, max=64.0, step=1.0,
-                                   tooltip="Width of the comparison band along the mask edge.")],
+                                   tooltip="Width of the comparison band along the mask edge."),
+                    io.Combo.Input("white_balance", options=["off", "gray_world", "shades_of_gray"], default="off",
+                                   optional=True,
+                                   tooltip="Before the transfer: scale the region's RGB so its illuminant (gray "
+                                           "world, or shades of gray p=6, on the band) equals the original's.")],
             outputs=[io.Image.Output(display_name="frames")],
         )
 
     @classmethod
-    def execute(cls, original, generated, mask, method, band_px):
+    def execute(cls, original, generated, mask, method, band_px, white_balance="off"):
         from ..pipelines.diff2lip_enhance import match_color
 
         check_finite(original, "Diff2Lip Colour Match", "original")
         gen, masks = _frames_and_mask(generated, mask, "Diff2Lip Colour Match", ("generated", "mask"))
         out = match_color(image_to_numpy(original), gen, masks, method=method, band_px=band_px,
-                          progress=progress_callback(len(gen)))
+                          progress=progress_callback(len(gen)), white_balance=white_balance)
         return io.NodeOutput(numpy_to_image(out))
 
 
@@ -236,7 +244,8 @@ class Diff2LipSharpen(io.ComfyNode):
 class Diff2LipQualityMetrics(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return schema(
+            search_aliases=["lipsync", "psnr", "ssim", "evaluation"],
             node_id="Diff2LipQualityMetrics",
             display_name="Diff2Lip Quality Metrics",
             category=ENHANCE,

@@ -6,9 +6,11 @@ import json
 import torch
 from comfy_api.latest import io
 
+from . import help_text
 from .common import image_to_numpy, log, numpy_to_image, progress_callback, torch_device
 from .guards import check_audio, check_finite, check_fps, node_errors
-from .sockets import DIFF2LIP_MODEL, FACE_DETECTOR, DIFF2LIP_CROPS
+from .help_text import schema
+from .sockets import DIFF2LIP_CROPS, DIFF2LIP_MODEL, FACE_DETECTOR
 
 CATEGORY = "TalkingHead/Diff2Lip"
 
@@ -22,7 +24,7 @@ def _sampling_inputs() -> list:
         io.Int.Input("custom_steps", default=25, min=1, max=1000, tooltip="Steps when quality = custom."),
         io.Int.Input("seed", default=7, min=0, max=2**31 - 1, control_after_generate=True,
                      tooltip="One noise draw shared by all frames, as the reference (7 = reference seed)."),
-        io.Int.Input("batch_size", default=8, min=1, max=256, tooltip="Face crops per UNet call."),
+        io.Int.Input("batch_size", default=8, min=1, max=256, tooltip=help_text.batch_size("Face crops per UNet call")),
     ]
 
 
@@ -83,7 +85,8 @@ def _crop_upscaler(upscale_model, device):
 class Diff2LipLipSync(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return schema(
+            search_aliases=help_text.LIP_SYNC_ALIASES,
             node_id="Diff2LipLipSync",
             display_name="Diff2Lip Lip Sync",
             category=CATEGORY,
@@ -93,18 +96,16 @@ class Diff2LipLipSync(io.ComfyNode):
                         "counted in the report. Outputs the audio trimmed/padded to the video and the written "
                         "region as a MASK.",
             inputs=[
-                io.Image.Input("frames", tooltip="Video frames (IMAGE batch)."),
-                io.Audio.Input("audio", tooltip="Speech to sync to: any sample rate and channel count."),
+                io.Image.Input("frames", tooltip=help_text.FRAMES),
+                io.Audio.Input("audio", tooltip=help_text.SPEECH),
                 io.Float.Input("fps", default=25.0, min=1.0, max=240.0, step=0.001,
-                               tooltip="Frame rate of the frames; audio windows are placed by time (no re-timing)."),
+                               tooltip=help_text.fps(note="Audio windows are placed by time (no re-timing).")),
                 DIFF2LIP_MODEL.Input("model"),
                 FACE_DETECTOR.Input("detector"),
                 *_sampling_inputs(),
                 *_face_inputs(),
                 _paste_input(),
-                io.Boolean.Input("close_mouth_in_silence", default=False,
-                                 tooltip="Where a voice-activity detector (silero-vad) hears no speech, keep the "
-                                         "original mouth instead of generating one from noise."),
+                io.Boolean.Input("close_mouth_in_silence", default=False, tooltip=help_text.CLOSE_MOUTH_IN_SILENCE),
                 io.Float.Input("flow_guided_start", default=0.0, min=0.0, max=0.9, step=0.05,
                                tooltip="Experimental, off by default: start each frame's sampling from the previous "
                                        "frame's result warped by optical flow, skipping this fraction of the steps "
@@ -113,9 +114,12 @@ class Diff2LipLipSync(io.ComfyNode):
                 io.Int.Input("max_gap", default=5, min=0, max=100,
                              tooltip="Frames without a detected face between two detected ones get interpolated "
                                      "boxes when the gap is at most this long (0 = off); longer gaps pass through."),
-                io.UpscaleModel.Input("upscale_model", optional=True,
-                                      tooltip="Super-resolution for the 128 px generated crop before it is resized "
-                                              "into a larger face box (e.g. RealESRGAN_x2plus via Load Upscale Model)."),
+                io.UpscaleModel.Input("upscale_model", optional=True, tooltip=help_text.CROP_UPSCALER),
+                io.Combo.Input("sampling_mask", options=["lower_half", "lip_region"], default="lower_half",
+                               optional=True,
+                               tooltip="What the diffusion re-generates: the lower half of the face crop (the "
+                                       "release) or the FaceMesh lip region expanded (experimental; untested with "
+                                       "the released weights, which were trained on the lower half)."),
             ],
             outputs=[io.Image.Output(display_name="frames"), io.Audio.Output(display_name="audio"),
                      io.Mask.Output(display_name="generated_mask"), io.String.Output(display_name="report")],
@@ -128,10 +132,11 @@ class Diff2LipLipSync(io.ComfyNode):
     @classmethod
     def execute(cls, frames, audio, fps, model, detector, quality, custom_steps, seed, batch_size, face, face_index,
                 pad_top, pad_bottom, pad_left, pad_right, paste, close_mouth_in_silence, flow_guided_start=0.0,
-                max_gap=5, upscale_model=None):
+                max_gap=5, upscale_model=None, sampling_mask="lower_half"):
         from ..pipelines.audio_enhance import speech_for_frames
         from ..pipelines.diff2lip import lipsync
         from ..pipelines.diff2lip.presets import PASTE_MODES, steps_for
+        from ..pipelines.diff2lip_enhance.sampling_mask import sampling_mask_maker
         from ..pipelines.media import make_audio
 
         node = "Diff2Lip Lip Sync"
@@ -149,7 +154,7 @@ class Diff2LipLipSync(io.ComfyNode):
                                     pick=_pick(face, face_index),
                                     progress=progress_callback(len(array)), upscale=upscale, active_frames=active,
                                     flow_start=flow_guided_start, paste_whole_box=PASTE_MODES[paste],
-                                    max_gap=max_gap)
+                                    sampling_mask=sampling_mask_maker(sampling_mask), max_gap=max_gap)
         report["steps"] = steps
         report["paste"] = paste
         if active is not None:
@@ -168,14 +173,15 @@ class Diff2LipLipSync(io.ComfyNode):
 class Diff2LipCropFaces(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return schema(
+            search_aliases=["lipsync", "face crop"],
             node_id="Diff2LipCropFaces",
             display_name="Diff2Lip Crop Faces",
             category=CATEGORY,
             description="Step 1 of 3 of the split lip sync: finds, smooths and crops the face of every frame. The "
                         "crops travel as a FaceCrops (images [M,S,S,3] in 0..1, boxes, frame indices) and are also "
                         "shown as IMAGE. Frames without a face are left out (they pass through at paste time).",
-            inputs=[io.Image.Input("frames", tooltip="Video frames (IMAGE batch)."), FACE_DETECTOR.Input("detector"),
+            inputs=[io.Image.Input("frames", tooltip=help_text.FRAMES), FACE_DETECTOR.Input("detector"),
                     io.Int.Input("crop_size", default=128, min=16, max=1024,
                                  tooltip="The model's input size: 128 for the released checkpoint."),
                     *_face_inputs(),
@@ -205,18 +211,19 @@ class Diff2LipCropFaces(io.ComfyNode):
 class Diff2LipSampleFaces(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return schema(
+            search_aliases=["lipsync", "wav2lip"],
             node_id="Diff2LipSampleFaces",
             display_name="Diff2Lip Sample Faces",
             category=CATEGORY,
             description="Step 2 of 3: re-generates the lower half of each face crop for the audio at that frame's "
                         "time (DDIM on the Diff2Lip UNet).",
-            inputs=[DIFF2LIP_CROPS.Input("crops"), io.Audio.Input("audio", tooltip="Speech to sync to."),
+            inputs=[DIFF2LIP_CROPS.Input("crops"), io.Audio.Input("audio", tooltip=help_text.SPEECH),
                     io.Float.Input("fps", default=25.0, min=1.0, max=240.0, step=0.001,
-                                   tooltip="Frame rate of the cropped video."),
+                                   tooltip=help_text.fps("the cropped video")),
                     DIFF2LIP_MODEL.Input("model"), *_sampling_inputs(),
                     io.Boolean.Input("close_mouth_in_silence", default=False,
-                                     tooltip="Keep the original mouth where silero-vad hears no speech.")],
+                                     tooltip=help_text.CLOSE_MOUTH_IN_SILENCE)],
             outputs=[DIFF2LIP_CROPS.Output(display_name="crops"), io.Image.Output(display_name="crop_images")],
         )
 
@@ -244,7 +251,8 @@ class Diff2LipSampleFaces(io.ComfyNode):
 class Diff2LipPasteFaces(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return schema(
+            search_aliases=["lipsync", "face paste"],
             node_id="Diff2LipPasteFaces",
             display_name="Diff2Lip Paste Faces",
             category=CATEGORY,
@@ -257,8 +265,7 @@ class Diff2LipPasteFaces(io.ComfyNode):
                                    tooltip="Replacement crops, same count as the crops (any size; resized into the "
                                            "boxes)."),
                     _paste_input(),
-                    io.UpscaleModel.Input("upscale_model", optional=True,
-                                          tooltip="Super-resolution for crops smaller than their face box.")],
+                    io.UpscaleModel.Input("upscale_model", optional=True, tooltip=help_text.CROP_UPSCALER)],
             outputs=[io.Image.Output(display_name="frames"), io.Mask.Output(display_name="generated_mask")],
         )
 

@@ -6,8 +6,10 @@ import dataclasses
 import torch
 from comfy_api.latest import io
 
+from . import help_text
 from .common import PRECISIONS, LoadedModel, ModelCache, resolve_dtype, torch_device
 from .guards import node_errors
+from .help_text import schema
 from .paths import model_file_problem, model_files, resolve_model_file
 from .sockets import DIFF2LIP_MODEL, FACE_DETECTOR
 
@@ -22,7 +24,8 @@ BUILTIN_DETECTORS = {"BlazeFace short-range (built-in)": "blazeface_short",
 class Diff2LipModelLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return schema(
+            search_aliases=["lipsync", "wav2lip", "dubbing"],
             node_id="Diff2LipModelLoader",
             display_name="Diff2Lip Model Loader",
             category=CATEGORY,

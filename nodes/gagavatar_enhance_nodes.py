@@ -6,8 +6,10 @@ from dataclasses import replace
 
 from comfy_api.latest import io
 
+from . import help_text
 from .common import image_to_numpy, mask_to_numpy, numpy_to_image, progress_callback
 from .guards import check_finite
+from .help_text import schema
 from .sockets import FLAME_MODEL, GAGAVATAR_DRIVER, GAGAVATAR_MODEL, GAGAVATAR_SOURCE
 
 CATEGORY = "TalkingHead/GAGAvatar/enhance"
@@ -23,7 +25,8 @@ def _enhanced_driver(driver, config, flame=None, source=None):
 class GAGAvatarSmoothDriver(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return schema(
+            search_aliases=["avatar", "jitter", "stabilise"],
             node_id="GAGAvatarSmoothDriver",
             display_name="Smooth Driver (GAGAvatar)",
             category=CATEGORY,
@@ -85,7 +88,8 @@ def _default_region_weights() -> dict:
 class GAGAvatarGazeCorrect(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return schema(
+            search_aliases=["avatar", "eye contact"],
             node_id="GAGAvatarGazeCorrect",
             display_name="Gaze Correction (GAGAvatar)",
             category=CATEGORY,
@@ -93,8 +97,7 @@ class GAGAvatarGazeCorrect(io.ComfyNode):
             inputs=[GAGAVATAR_DRIVER.Input("driver"), FLAME_MODEL.Input("flame"),
                     io.Float.Input("strength", default=0.7, min=0.0, max=1.0, step=0.05,
                                    tooltip="0 = driver's gaze, 1 = straight into the camera."),
-                    GAGAVATAR_SOURCE.Input("source", optional=True,
-                                           tooltip="The identity rendered (eye positions follow its shape).")],
+                    GAGAVATAR_SOURCE.Input("source", optional=True, tooltip=help_text.RENDERED_SOURCE)],
             outputs=[GAGAVATAR_DRIVER.Output(display_name="driver")],
         )
 
@@ -148,7 +151,7 @@ class GAGAvatarEyeEnhance(io.ComfyNode):
                     FLAME_MODEL.Input("flame"),
                     io.Float.Input("strength", default=0.5, min=0.0, max=2.0, step=0.05,
                                    tooltip="Sharpening gain inside the eye masks; 0 = unchanged."),
-                    GAGAVATAR_SOURCE.Input("source", optional=True)],
+                    GAGAVATAR_SOURCE.Input("source", optional=True, tooltip=help_text.RENDERED_SOURCE)],
             outputs=[io.Image.Output(display_name="frames")],
         )
 
@@ -174,7 +177,8 @@ class GAGAvatarEnhancedAnimate(io.ComfyNode):
     def define_schema(cls):
         from ..pipelines.gagavatar_enhance import PRESETS
 
-        return io.Schema(
+        return schema(
+            search_aliases=help_text.AVATAR_ALIASES,
             node_id="GAGAvatarEnhancedAnimate",
             display_name="Animate Avatar, Enhanced (GAGAvatar)",
             category=CATEGORY,
@@ -185,7 +189,8 @@ class GAGAvatarEnhancedAnimate(io.ComfyNode):
                     GAGAVATAR_SOURCE.Input("source"), GAGAVATAR_DRIVER.Input("driver"),
                     io.Combo.Input("preset", options=list(PRESETS), default="enhanced",
                                    tooltip="enhanced = all improvements on; or one of them alone; none = plain."),
-                    io.Int.Input("batch_size", default=1, min=1, max=64, tooltip="Frames per call.")],
+                    io.Int.Input("batch_size", default=1, min=1, max=64,
+                                 tooltip=help_text.batch_size("Frames per FLAME/rasteriser/refiner call"))],
             outputs=[io.Image.Output(display_name="frames"), io.Float.Output(display_name="fps")],
         )
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io
 
+from . import help_text
 from .common import PRECISIONS, LoadedModel, ModelCache, numpy_to_image, progress_callback, resolve_dtype, torch_device
 from .guards import check_fps, checked_latent, node_errors, tracked_folder
+from .help_text import schema
 from .paths import model_file_problem, model_files, resolve_model_file
 
 from .sockets import FLAME_MODEL, GAGAVATAR_AVATAR, GAGAVATAR_DRIVER, GAGAVATAR_MODEL, GAGAVATAR_SOURCE
@@ -18,7 +20,8 @@ _flames = ModelCache()
 class GAGAvatarModelLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return schema(
+            search_aliases=["avatar", "talking head", "head avatar"],
             node_id="GAGAvatarModelLoader",
             display_name="GAGAvatar Model Loader",
             category=CATEGORY,
@@ -80,7 +83,8 @@ class GAGAvatarFLAMELoader(io.ComfyNode):
 class GAGAvatarLoadTrackedDriver(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return schema(
+            search_aliases=["avatar", "driver", "face tracking"],
             node_id="GAGAvatarLoadTrackedDriver",
             display_name="Load Tracked Driver (GAGAvatar)",
             category=CATEGORY,
@@ -180,7 +184,8 @@ def _check_same_model(avatar: dict, model: LoadedModel, node: str) -> None:
 class GAGAvatarAnimate(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return schema(
+            search_aliases=help_text.AVATAR_ALIASES,
             node_id="GAGAvatarAnimate",
             display_name="Animate Splats (GAGAvatar)",
             category=CATEGORY,
@@ -191,7 +196,8 @@ class GAGAvatarAnimate(io.ComfyNode):
             inputs=[GAGAVATAR_MODEL.Input("model"), FLAME_MODEL.Input("flame"), GAGAVATAR_AVATAR.Input("avatar"),
                     GAGAVATAR_DRIVER.Input("driver"),
                     io.Int.Input("batch_size", default=1, min=1, max=64,
-                                 tooltip="Frames per FLAME/rasteriser call. Each frame's splat is 32 MB in memory."),
+                                 tooltip=help_text.batch_size("Frames per FLAME/rasteriser call",
+                                                              "Each frame's splat is 32 MB in memory.")),
                     io.Combo.Input("rasterizer", options=RASTERIZERS, default="auto",
                                    tooltip="auto = gsplat on CUDA when installed, else the pure-PyTorch kernel "
                                            "(CPU and any GPU); both follow the original 3DGS rules.")],
@@ -226,9 +232,9 @@ class GAGAvatarRefine(io.ComfyNode):
             description="StyleUNet neural refiner: 32-channel splats -> RGB frames. Deterministic noise by default "
                         "(the reference draws fresh noise every frame, which makes the video shimmer).",
             inputs=[GAGAVATAR_MODEL.Input("model"), io.Latent.Input("splats"),
-                    io.Boolean.Input("reference_noise", default=False,
-                                     tooltip="Fresh random noise per frame, as the official code (shimmers)."),
-                    io.Int.Input("batch_size", default=1, min=1, max=64, tooltip="Frames per refiner call.")],
+                    io.Boolean.Input("reference_noise", default=False, tooltip=help_text.REFERENCE_NOISE),
+                    io.Int.Input("batch_size", default=1, min=1, max=64,
+                                 tooltip=help_text.batch_size("Frames per refiner call"))],
             outputs=[io.Image.Output(display_name="frames")],
         )
 
@@ -245,16 +251,17 @@ class GAGAvatarRefine(io.ComfyNode):
 class GAGAvatarAnimateImages(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return schema(
+            search_aliases=help_text.AVATAR_ALIASES,
             node_id="GAGAvatarAnimateImages",
             display_name="Animate Avatar (GAGAvatar)",
             category=CATEGORY,
             description="One-node path: source + driver -> 512² RGB frames at the driver's frame rate.",
             inputs=[GAGAVATAR_MODEL.Input("model"), FLAME_MODEL.Input("flame"), GAGAVATAR_SOURCE.Input("source"),
                     GAGAVATAR_DRIVER.Input("driver"),
-                    io.Boolean.Input("reference_noise", default=False,
-                                     tooltip="Fresh random refiner noise per frame, as the official code (shimmers)."),
-                    io.Int.Input("batch_size", default=1, min=1, max=64, tooltip="Frames per call."),
+                    io.Boolean.Input("reference_noise", default=False, tooltip=help_text.REFERENCE_NOISE),
+                    io.Int.Input("batch_size", default=1, min=1, max=64,
+                                 tooltip=help_text.batch_size("Frames per FLAME/rasteriser/refiner call")),
                     io.Combo.Input("rasterizer", options=RASTERIZERS, default="auto",
                                    tooltip="auto = gsplat on CUDA when installed, else the pure-PyTorch kernel "
                                            "(CPU and any GPU); both follow the original 3DGS rules.")],

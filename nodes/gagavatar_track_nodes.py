@@ -8,11 +8,12 @@ import folder_paths
 import torch
 from comfy_api.latest import io
 
+from . import help_text
 from .common import ModelCache, image_to_numpy, log, numpy_to_image, progress_callback, torch_device
-from .guards import check_finite, check_fps, output_folder
-from .sockets import FLAME_MODEL, GAGAVATAR_DRIVER, GAGAVATAR_SOURCE
+from .guards import check_finite, check_fps, node_errors, output_folder
+from .help_text import schema
+from .sockets import FLAME_MODEL, GAGAVATAR_DRIVER, GAGAVATAR_SOURCE, GAGAVATAR_TRACKER
 
-from .sockets import GAGAVATAR_TRACKER
 CATEGORY = "TalkingHead/GAGAvatar/tracking"
 MATTING = {"StyleMatte (released, as the reference)": "stylematte",
            "MediaPipe selfie segmentation (built-in fallback)": "selfie", "none": "none"}
@@ -28,7 +29,8 @@ def _first_folder(name: str) -> str:
 class GAGAvatarTrackerLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return schema(
+            search_aliases=help_text.TRACKING_ALIASES,
             node_id="GAGAvatarTrackerLoader",
             display_name="Tracker Loader (GAGAvatar)",
             category=CATEGORY,
@@ -62,17 +64,19 @@ class GAGAvatarTrackerLoader(io.ComfyNode):
                                 face_detection_folder=_first_folder("face_detection"), matting=MATTING[matting],
                                 face_box=FACE_BOX[face_box])
 
-        if not os.path.isfile(key_file):
-            return io.NodeOutput(load())  # raises FileNotFoundError naming every missing file and where it goes
-        tracker = _trackers.get(key_file, device, torch.float32, load,
-                                extra=(matting, face_box, id(flame.module) if flame else None))
+        with node_errors("Tracker Loader (GAGAvatar)"):
+            if not os.path.isfile(key_file):
+                return io.NodeOutput(load())  # raises FileNotFoundError naming every missing file and where it goes
+            tracker = _trackers.get(key_file, device, torch.float32, load,
+                                    extra=(matting, face_box, id(flame.module) if flame else None))
         return io.NodeOutput(tracker)
 
 
 class GAGAvatarTrackPortrait(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return schema(
+            search_aliases=help_text.TRACKING_ALIASES,
             node_id="GAGAvatarTrackPortrait",
             display_name="Track Portrait (GAGAvatar)",
             category=CATEGORY,
@@ -98,7 +102,8 @@ class GAGAvatarTrackPortrait(io.ComfyNode):
 class GAGAvatarTrackVideo(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return schema(
+            search_aliases=help_text.TRACKING_ALIASES,
             node_id="GAGAvatarTrackVideo",
             display_name="Track Driving Video (GAGAvatar)",
             category=CATEGORY,
@@ -106,12 +111,13 @@ class GAGAvatarTrackVideo(io.ComfyNode):
                         "without a head are interpolated from their neighbours and reported, never aborted.",
             inputs=[GAGAVATAR_TRACKER.Input("tracker"), io.Image.Input("frames"),
                     io.Float.Input("fps", default=25.0, min=1.0, max=240.0, step=0.001,
-                                   tooltip="Frame rate of the frames (e.g. from Get Video Components)."),
+                                   tooltip=help_text.fps(note="E.g. from Get Video Components.")),
                     io.Boolean.Input("drop_high_fps", default=False,
                                      tooltip="Keep every other frame above 50 fps, as the official tracker always "
                                              "does (reported)."),
                     io.Int.Input("steps", default=300, min=1, max=5000, tooltip="Fit steps per frame (reference 300)."),
-                    io.Int.Input("batch_size", default=16, min=1, max=256, tooltip="Frames fitted together.")],
+                    io.Int.Input("batch_size", default=16, min=1, max=256,
+                                 tooltip=help_text.batch_size("Frames fitted"))],
             outputs=[GAGAVATAR_DRIVER.Output(display_name="driver"), io.Image.Output(display_name="crops"),
                      io.Float.Output(display_name="fps"), io.String.Output(display_name="report")],
         )

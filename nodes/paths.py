@@ -13,6 +13,7 @@ MODEL_FOLDERS = {
     "gagavatar": "gagavatar",  # GAGAvatar.pt
     "flame": "flame",  # FLAME_with_eye.pt (registration required; never shipped)
     "gagavatar_track": os.path.join("gagavatar", "track"),  # tracker files (vgghead, matting, EMICA, SCRFD)
+    "syncnet": "syncnet",  # syncnet_v2.model (lip-sync scores; never downloaded by the pack)
 }
 
 
@@ -22,7 +23,7 @@ def register_model_folders() -> None:
         paths, _ = folder_paths.folder_names_and_paths.get(name, ([], set()))
         if default not in paths:
             paths = [default, *paths]
-        folder_paths.folder_names_and_paths[name] = (paths, set(folder_paths.supported_pt_extensions) | {".onnx", ".trcd"})
+        folder_paths.folder_names_and_paths[name] = (paths, set(folder_paths.supported_pt_extensions) | {".onnx", ".trcd", ".model"})
 
 
 def model_files(folder: str) -> list[str]:

@@ -313,15 +313,17 @@ class Diff2LipColorMatchStream(io.ComfyNode):
                         "Composite, else the generated region).",
             inputs=[FRAME_STREAM.Input("stream", tooltip=STREAM_TIP),
                     io.Combo.Input("method", options=["lab_meanstd", "histogram"], default="lab_meanstd"),
-                    io.Float.Input("band_px", default=8.0, min=1.0, max=64.0, step=1.0)],
+                    io.Float.Input("band_px", default=8.0, min=1.0, max=64.0, step=1.0),
+                    io.Combo.Input("white_balance", options=["off", "gray_world", "shades_of_gray"], default="off",
+                                   optional=True, tooltip="As Diff2Lip Colour Match: applied before the method.")],
             outputs=[FRAME_STREAM.Output(display_name="stream")],
         )
 
     @classmethod
-    def execute(cls, stream, method, band_px):
+    def execute(cls, stream, method, band_px, white_balance="off"):
         from ..pipelines.stream.diff2lip import ColorMatchStage
 
-        return io.NodeOutput(stream.then(ColorMatchStage(method, band_px)))
+        return io.NodeOutput(stream.then(ColorMatchStage(method, band_px, white_balance)))
 
 
 class Diff2LipTemporalSmoothStream(io.ComfyNode):

@@ -118,6 +118,100 @@ def gagavatar_enhanced() -> dict:
                    strength=0.5, source=["3", 0])
     g["9"] = node("SaveVideo", "Save Video", video=["8", 0], filename_prefix="talkinghead/gagavatar_enhanced",
                   format="auto", codec="auto")
+    # self-reenactment: the driver's own crops are the ground truth of each rendered frame
+    g["15"] = node("GAGAvatarSelfReenactMetrics", "Self-Reenactment Metrics", driver_frames=["4", 1],
+                   rendered=["14", 0])
+    g["16"] = node("PreviewImage", "Metrics Plot", images=["15", 1])
+    return g
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The enhanced pipelines on whole IMAGE batches, for short clips: every frame is in memory, which the whole-clip
+# metrics (quality, lip-sync, artifact check, render metrics) need.
+
+
+def _diff2lip_core_images(enhanced: bool) -> dict:
+    """Plain: the release's settings (ddim25, seed 7, the most confident face, pads 0, whole-box 8-bit paste).
+    Enhanced: 50 steps, the largest face, a 10 px chin margin (Wav2Lip's pad) and only the generated half pasted,
+    since the lip-mask composite blends the mouth back anyway."""
+    g = {
+        "1": node("LoadVideo", "Load Video", file=SAMPLE_VIDEO),
+        "2": node("GetVideoComponents", "Video Components", video=["1", 0]),
+        "3": node("TalkingHeadLoadAudio", "Driving Speech", audio=SAMPLE_SPEECH),
+        "5": node("Diff2LipModelLoader", "Diff2Lip Model", ckpt_name="checkpoint.pt", precision="auto",
+                  num_head_channels=64),
+        "6": node("Diff2LipFaceDetectorLoader", "Face Detector", detector="BlazeFace short-range (built-in)",
+                  min_confidence=0.5, max_side=0),
+        "7": node("Diff2LipLipSync", "Lip Sync", frames=["2", 0], audio=["4" if enhanced else "3", 0], fps=["2", 2],
+                  model=["5", 0], detector=["6", 0], quality="high" if enhanced else "balanced", custom_steps=25,
+                  seed=7, batch_size=8, face="largest" if enhanced else "most confident", face_index=0, pad_top=0,
+                  pad_bottom=10 if enhanced else 0, pad_left=0, pad_right=0,
+                  paste="lower half" if enhanced else "whole box (release)", close_mouth_in_silence=enhanced,
+                  flow_guided_start=0.0, sampling_mask="lower_half"),
+    }
+    if enhanced:
+        g["4"] = node("Diff2LipAudioCleanup", "Audio Clean-up", audio=["3", 0], denoise=True, compress=False,
+                      target_lufs=-23.0, offset_ms=0.0)
+        g["8"] = node("Diff2LipUpscalerLoader", "Super-resolution Model", model_name="RealESRGAN_x2plus.pth",
+                      backend="spandrel")
+        g["7"]["inputs"]["upscale_model"] = ["8", 0]
+    return g
+
+
+def diff2lip_enhanced_images() -> dict:
+    g = _diff2lip_core_images(enhanced=True)
+    g.update({
+        "9": node("Diff2LipLipMaskComposite", "Lip-Mask Composite", original=["2", 0], generated=["7", 0],
+                  generated_mask=["7", 2], mode="lip mask", expansion=1.2, feather=0.2, adaptive_gain=1.0,
+                  smooth_window=5, landmarks="FaceMesh (built-in)"),
+        "10": node("Diff2LipColorMatch", "Colour Match", original=["2", 0], generated=["9", 0], mask=["9", 1],
+                   method="lab_meanstd", band_px=8.0, white_balance="off"),
+        "11": node("Diff2LipTemporalSmooth", "Temporal Smooth", frames=["10", 0], mask=["9", 1], strength=0.5,
+                   method="flow (DIS)"),
+        "12": node("Diff2LipDenoiseRegion", "Artifact Reduction", frames=["11", 0], mask=["9", 1],
+                   method="bilateral", strength=0.3),
+        "13": node("Diff2LipSharpen", "Sharpen Mouth", frames=["12", 0], mask=["9", 1], strength=0.3, sigma=1.0),
+        "18": node("Diff2LipArtifactCheck", "Artifact Check", frames=["13", 0], mask=["9", 1], replace=False,
+                   blockiness_limit=1.6, spike_mads=6.0),
+        "14": node("CreateVideo", "Create Video", images=["18", 0], fps=["2", 2], audio=["7", 1]),
+        "15": node("SaveVideo", "Save Video", video=["14", 0], filename_prefix="talkinghead/diff2lip_enhanced_images",
+                   format="auto", codec="auto"),
+        "16": node("Diff2LipQualityMetrics", "Quality Metrics", original=["2", 0], output=["13", 0],
+                   generated_mask=["7", 2], composite_mask=["9", 1], landmarks=True),
+        "17": node("Diff2LipSyncMetrics", "Lip-Sync Metrics", original=["2", 0], output=["18", 0], audio=["7", 1],
+                   generated_mask=["7", 2], fps=["2", 2], syncnet="auto", composite_mask=["9", 1]),
+        "19": node("PreviewImage", "Metrics Plot", images=["17", 1]),
+    })
+    return g
+
+
+def _gagavatar_render_images(g: dict, driver: list, frames_from: list) -> dict:
+    g["6"] = node("GAGAvatarAnimate", "Animate Splats", model=["1", 0], flame=["2", 0], avatar=["5", 0],
+                  driver=driver, batch_size=1, rasterizer="auto")
+    g["7"] = node("GAGAvatarRefine", "Refine", model=["1", 0], splats=["6", 0], reference_noise=False, batch_size=1)
+    g["8"] = node("CreateVideo", "Create Video", images=frames_from, fps=["4", 2])
+    return g
+
+
+def gagavatar_enhanced_images() -> dict:
+    g = _gagavatar_inputs()
+    g["10"] = node("GAGAvatarSmoothDriver", "Temporal Smoothing", driver=["4", 0], method="rts", ema_alpha=0.5,
+                   noise_ratio=0.1)
+    g["11"] = node("GAGAvatarRegionExpression", "Region-Aware Expression", driver=["10", 0], flame=["2", 0],
+                   eyes_weight=0.9, brows_weight=0.9, nose_weight=0.95, mouth_weight=0.7, cheeks_jaw_weight=0.85,
+                   blend=0.8)
+    g["12"] = node("GAGAvatarGazeCorrect", "Gaze Correction", driver=["11", 0], flame=["2", 0], strength=0.7,
+                   source=["3", 0])
+    _gagavatar_render_images(g, ["12", 0], ["14", 0])
+    g["13"] = node("GAGAvatarDetailEnhance", "Detail Enhance", frames=["7", 0], strength=0.3, face_mask=["6", 1])
+    g["14"] = node("GAGAvatarEyeEnhance", "Eye Enhance", frames=["13", 0], driver=["12", 0], flame=["2", 0],
+                   strength=0.5, source=["3", 0])
+    g["9"] = node("SaveVideo", "Save Video", video=["8", 0], filename_prefix="talkinghead/gagavatar_enhanced_images",
+                  format="auto", codec="auto")
+    # self-reenactment: the driver's own crops are the ground truth of each rendered frame
+    g["15"] = node("GAGAvatarSelfReenactMetrics", "Self-Reenactment Metrics", driver_frames=["4", 1],
+                   rendered=["14", 0])
+    g["16"] = node("PreviewImage", "Metrics Plot", images=["15", 1])
     return g
 
 
@@ -149,6 +243,7 @@ def gagavatar_from_images() -> dict:
 
 
 GRAPHS = {"diff2lip": diff2lip_plain, "diff2lip_enhanced": diff2lip_enhanced, "gagavatar": gagavatar_plain,
+          "diff2lip_enhanced_images": diff2lip_enhanced_images, "gagavatar_enhanced_images": gagavatar_enhanced_images,
           "gagavatar_enhanced": gagavatar_enhanced, "gagavatar_from_images": gagavatar_from_images}
 
 

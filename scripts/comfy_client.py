@@ -159,6 +159,7 @@ class ComfyServer(ComfyClient):
         self.cpu = cpu
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
+        self.popen_kwargs: dict = {}  # extra Popen arguments (batch workers tie the server to their own life)
         super().__init__(f"http://127.0.0.1:{self.port}")
 
     def prepare(self) -> None:
@@ -180,7 +181,8 @@ class ComfyServer(ComfyClient):
                "--database-url", "sqlite:///:memory:"] + (["--cpu"] if self.cpu else [])
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(cmd, cwd=self.comfy, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        self.proc = subprocess.Popen(cmd, cwd=self.comfy, stdout=self._log, stderr=subprocess.STDOUT, env=env,
+                                     **self.popen_kwargs)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -12,11 +12,13 @@ from import_pack import import_pack  # this folder is on sys.path when the scrip
 
 def main(argv: list[str]) -> int:
     import_pack()
-    commands = {"run": "talkinghead.scripts.runner", "weights": "talkinghead.weights.fetch",
-                "build-workflows": "talkinghead.scripts.build_workflows", "flame": "talkinghead.scripts.flame_cli"}
+    commands = {"run": "talkinghead.scripts.runner", "batch": "talkinghead.scripts.batch.run",
+                "weights": "talkinghead.weights.fetch", "build-workflows": "talkinghead.scripts.build_workflows",
+                "flame": "talkinghead.scripts.flame_cli"}
     if not argv or argv[0] not in commands:
-        print("usage: talkinghead.py {run,weights,flame,build-workflows} ...\n"
+        print("usage: talkinghead.py {run,batch,weights,flame,build-workflows} ...\n"
               "  run WORKFLOW [--set NODE.INPUT=VALUE] ...  run a bundled workflow through ComfyUI\n"
+              "  batch WORKFLOW --inputs ... --output-dir D  run it over many clips (chunked, resumable, Ray)\n"
               "  weights {list,fetch,verify} ...            list / download / check model files\n"
               "  flame convert generic_model.pkl [...]      FLAME 2020 pickle -> models/flame/FLAME_with_eye.pt\n"
               "  build-workflows [--url URL]                regenerate workflows/ from scripts/build_workflows.py",

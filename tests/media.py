@@ -113,18 +113,24 @@ def _transform_box(matrix: np.ndarray, box) -> np.ndarray:
 
 
 def talking_clip(face: str = "astronaut", frames: int = 12, size: tuple[int, int] = (192, 192), fps: float = 25.0,
-                 motion: float = 2.0, mouth_px: float = 6.0, face_fraction: float = 0.45, seed: int = 0) -> Clip:
+                 motion: float = 2.0, mouth_px: float = 6.0, face_fraction: float = 0.45, seed: int = 0,
+                 openness=None) -> Clip:
     """A short "talking head" clip from a real photo.
 
     Each frame is the photo with the jaw opened by ``mouth_px * open_k`` photo pixels (``open_k`` follows a 0..1
-    cosine with a period of 8 frames) and a random small affine head motion of about ``motion`` pixels.
+    cosine with a period of 8 frames, or the given ``openness`` series, one value per frame) and a random small
+    affine head motion of about ``motion`` pixels.
     """
     import cv2
 
     rng = np.random.default_rng(seed)
     height, width = size
     base = _base_affine(face, size, face_fraction)
-    openness = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(frames) / 8.0)).astype(np.float32)
+    if openness is None:
+        openness = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(frames) / 8.0)
+    openness = np.asarray(openness, dtype=np.float32)
+    if openness.shape != (frames,):
+        raise ValueError(f"openness: expected {frames} values, got shape {openness.shape}")
     images, boxes = [], []
     for index in range(frames):
         matrix = _compose(_jitter(rng, size, motion), base)

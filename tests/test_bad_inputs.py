@@ -303,6 +303,11 @@ def test_checkpoint_reader_messages_without_a_server(tmp_path, diff2lip_fixtures
     torch.save([torch.zeros(1)], tmp_path / "list.pt")
     with pytest.raises(CheckpointError, match="holds a list, not a S3FD state dict"):
         read_checkpoint(tmp_path / "list.pt", "S3FD")
+    (tmp_path / "plain.pt").write_bytes(pickle.dumps({"weight": np.zeros(2)}, protocol=4))
+    with pytest.raises(CheckpointError, match=r"plain\.pt is a plain Python pickle, not a PyTorch checkpoint"):
+        read_checkpoint(tmp_path / "plain.pt", "Diff2Lip")
+    torch.save({"weight": torch.ones(2)}, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    assert read_checkpoint(tmp_path / "legacy.pt", "x")["weight"].tolist() == [1.0, 1.0]  # pre-1.6 format still reads
     half = read_checkpoint({"a": torch.ones(2, dtype=torch.bfloat16)}, "x")
     assert half["a"].dtype == torch.float32
 

@@ -16,7 +16,8 @@ EXPECTED_NODES = {
     "Diff2LipUpscalerLoader": ({"model_name", "backend"}, ["UPSCALE_MODEL"]),
     "Diff2LipFaceDetectorLoader": ({"detector", "min_confidence", "max_side"}, ["DIFF2LIP_FACE_DETECTOR"]),
     "Diff2LipLipSync": ({"frames", "audio", "fps", "model", "detector", "quality", "custom_steps", "seed",
-                         "batch_size", "face", "face_index", "paste", "close_mouth_in_silence", "upscale_model"},
+                         "batch_size", "face", "face_index", "paste", "close_mouth_in_silence", "upscale_model",
+                         "sampling_mask"},
                         ["IMAGE", "AUDIO", "MASK", "STRING"]),
     "Diff2LipCropFaces": ({"frames", "detector", "crop_size", "face", "pad_bottom"}, ["DIFF2LIP_CROPS", "IMAGE"]),
     "Diff2LipSampleFaces": ({"crops", "audio", "fps", "model", "quality", "seed"}, ["DIFF2LIP_CROPS", "IMAGE"]),
@@ -24,7 +25,7 @@ EXPECTED_NODES = {
     "Diff2LipAudioCleanup": ({"audio", "denoise", "compress", "target_lufs", "offset_ms"}, ["AUDIO"]),
     "Diff2LipLipMaskComposite": ({"original", "generated", "generated_mask", "mode", "expansion", "feather",
                                   "adaptive_gain", "landmarks"}, ["IMAGE", "MASK"]),
-    "Diff2LipColorMatch": ({"original", "generated", "mask", "method"}, ["IMAGE"]),
+    "Diff2LipColorMatch": ({"original", "generated", "mask", "method", "white_balance"}, ["IMAGE"]),
     "Diff2LipTemporalSmooth": ({"frames", "mask", "strength", "method"}, ["IMAGE"]),
     "Diff2LipDenoiseRegion": ({"frames", "mask", "method", "strength"}, ["IMAGE"]),
     "Diff2LipSharpen": ({"frames", "mask", "strength", "sigma"}, ["IMAGE"]),
@@ -48,6 +49,11 @@ EXPECTED_NODES = {
     "GAGAvatarTrackVideo": ({"tracker", "frames", "fps", "drop_high_fps", "steps"},
                             ["GAGAVATAR_DRIVER", "IMAGE", "FLOAT", "STRING"]),
     "GAGAvatarSaveTracked": ({"driver", "folder_name"}, ["STRING"]),
+    "Diff2LipSyncMetrics": ({"original", "output", "audio", "generated_mask", "fps", "syncnet", "composite_mask"},
+                            ["STRING", "IMAGE", "FLOAT"]),
+    "Diff2LipArtifactCheck": ({"frames", "mask", "replace", "blockiness_limit", "spike_mads"}, ["IMAGE", "STRING"]),
+    "GAGAvatarSelfReenactMetrics": ({"driver_frames", "rendered"}, ["STRING", "IMAGE"]),
+    "TalkingHeadSaveFramesLossless": ({"images", "fps", "filename_prefix", "keep_start", "keep_count"}, []),
 }
 
 

@@ -249,3 +249,27 @@ def test_gagavatar_stream_renders_the_image_nodes_pixels(server):
     assert result["messages"][-1]["type"] == "execution_success", result["messages"][-1]
     metrics = json.loads(result["history"]["outputs"]["35"]["text"][0])
     assert metrics["psnr_full"] == float("inf") and metrics["max_abs_outside"] == 0.0  # bit-identical frames
+
+
+def test_enhanced_image_workflows_keep_the_whole_clip_metrics(server):
+    """The IMAGE-batch versions of the enhanced workflows (short clips) with the whole-clip metrics nodes."""
+    clip = media.talking_clip(frames=16, fps=25.0, size=(160, 160))
+    write_video(server.input / SAMPLE_VIDEO, clip.frames, 25.0, overwrite=True)
+    write_wav(server.input / SAMPLE_SPEECH, media.speech_16k(seconds=0.5), 16000, overwrite=True)
+    overrides = [f"{k}={json.dumps(v)}" for k, v in TINY_DIFF2LIP.items()] + ["Lip Sync.quality=\"fast\""]
+    result = server.run(apply_overrides(load_api_workflow(WORKFLOWS / "diff2lip_enhanced_images_api.json"),
+                                        overrides), timeout=900)
+    assert result["messages"][-1]["type"] == "execution_success", result["messages"][-1]
+    frames, fps, _ = _saved_video(server, result)
+    assert len(frames) == 16 and abs(fps - 25.0) < 1e-3
+    sync = json.loads(result["history"]["outputs"]["17"]["text"][0])
+    assert "syncnet_v2.model" in sync["lip_sync"]["absent"]  # no SyncNet weights in this server
+    assert sync["av_offset_proxy"]["method"].startswith("proxy") and sync["psnr_outside"] > 40
+    assert "flagged_frames" in sync["artifacts"] and "flagged_frames" in json.loads(
+        result["history"]["outputs"]["18"]["text"][0])
+    assert result["history"]["outputs"]["19"]["images"]  # the per-frame plot
+    result = server.run(load_api_workflow(WORKFLOWS / "gagavatar_enhanced_images_api.json"), timeout=900)
+    assert result["messages"][-1]["type"] == "execution_success", result["messages"][-1]
+    metrics = json.loads(result["history"]["outputs"]["15"]["text"][0])
+    assert metrics["frames"] == 5 and np.isfinite(metrics["psnr"]) and "absent" in metrics["lpips"]
+    assert result["history"]["outputs"]["16"]["images"]

@@ -15,7 +15,8 @@ from typing import Any, Iterable, Mapping, Optional, Union
 DEFAULT_MANIFEST = Path(__file__).with_name("manifest.json")
 
 # Folders (relative to ComfyUI's models dir) the pack reads weights from.
-KNOWN_TARGETS = frozenset({"diff2lip/", "face_detection/", "gagavatar/", "flame/", "gagavatar/track/", "upscale_models/"})
+KNOWN_TARGETS = frozenset({"diff2lip/", "face_detection/", "gagavatar/", "flame/", "gagavatar/track/", "upscale_models/",
+                           "syncnet/"})
 KNOWN_CONSENTS = frozenset({"cc-by-nc-4.0", "flame"})
 REQUIRED_FIELDS = ("id", "title", "filename", "target", "url", "size", "sha256", "licence", "consent", "features",
                    "optional", "download", "instructions")

@@ -79,6 +79,11 @@ def composite_lower_half(sample: torch.Tensor, target: torch.Tensor) -> torch.Te
     return sample * mask + (1 - mask) * target
 
 
+def composite_with_mask(sample: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Generated pixels where ``mask`` [N,1,H,W] is 1, input pixels where it is 0 (the sampling mask's composite)."""
+    return sample * mask + (1 - mask) * target
+
+
 def seeded_noise(seed: int, size: int) -> torch.Tensor:
     """One [1,3,size,size] draw, equal to ``torch.manual_seed(seed); torch.randn(...)`` without touching the global
     RNG; the reference reuses it as x_T and as the masked-half noise of every frame."""
@@ -96,7 +101,7 @@ def ddim_sample(model, target: torch.Tensor, reference: torch.Tensor, mels: torc
                 progress: Callable[[int, int], None] | None = None,
                 step_hook: Callable[[dict], None] | None = None,
                 generator: torch.Generator | None = None, x_init: torch.Tensor | None = None,
-                skip_steps: int = 0) -> torch.Tensor:
+                skip_steps: int = 0, sample_mask: torch.Tensor | None = None) -> torch.Tensor:
     """DDIM sampling of the lower half of ``target`` faces; returns the final sample [N,3,H,W] before compositing.
 
     target, reference: [N,3,H,W] in [-1,1]; mels: [N,80,16] (tensors or arrays); noise: [N or 1,3,H,W], used both
@@ -105,6 +110,8 @@ def ddim_sample(model, target: torch.Tensor, reference: torch.Tensor, mels: torc
     pred_xstart, x) after each step.  ``generator`` drives the extra noise of eta > 0 (drawn on the CPU).
     ``skip_steps`` > 0 starts later in the schedule from ``x_init`` (an x at the noise level
     :func:`start_alpha_bar` gives, e.g. a guess noised SDEdit-style); the conditioning noise stays ``noise``.
+    ``sample_mask`` [N,1,H,W] (1 = generate) replaces the release's lower-half mask (not in the reference; the
+    released model was trained with the lower half only).
     """
     device = next(model.parameters()).device
     target, reference, mels, noise = (torch.as_tensor(t).to(device=device, dtype=torch.float32)
@@ -113,7 +120,12 @@ def ddim_sample(model, target: torch.Tensor, reference: torch.Tensor, mels: torc
     if noise.shape[0] not in (1, n) or tuple(noise.shape[1:]) != tuple(target.shape[1:]):
         raise ValueError(f"noise must be [1 or {n},3,{height},{width}], got {list(noise.shape)}")
     noise = noise.expand(n, -1, -1, -1)
-    mask = lower_half_mask(n, height, width, device=device)
+    if sample_mask is None:
+        mask = lower_half_mask(n, height, width, device=device)
+    else:
+        mask = torch.as_tensor(sample_mask).to(device=device, dtype=torch.float32)
+        if tuple(mask.shape) != (n, 1, height, width):
+            raise ValueError(f"sample_mask must be [{n},1,{height},{width}], got {list(mask.shape)}")
     cond_img = target * (1 - mask) + mask * noise
     audio_style = model.encode_audio(mels)
 

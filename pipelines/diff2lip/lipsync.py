@@ -11,9 +11,11 @@ from ..face_detection import pick_face
 from ..frames import to_uint8_half_up
 from .audio import mel_windows, melspectrogram
 from .crops import Upscale, crop_faces, crops_to_model, model_to_crops, paste_face
-from .diffusion import composite_lower_half, ddim_sample, seeded_noise
+from .diffusion import composite_lower_half, composite_with_mask, ddim_sample, seeded_noise
 from .flow_start import flow_guided_start
 from .tracks import track_boxes
+
+SamplingMask = Callable[[np.ndarray], np.ndarray]  # crops [B,S,S,3] -> masks [B,S,S], 1 = re-generate
 
 Detection = Sequence[float]  # (x1, y1, x2, y2, score)
 Detector = Callable[[np.ndarray], Sequence[Detection]]
@@ -66,19 +68,25 @@ def locate_faces(frames: np.ndarray, detect: Detector, pick: str | int = "larges
 
 def generate_faces(model, crops: np.ndarray, mels: np.ndarray, steps: int, seed: int = 7,
                    progress: Callable[[int, int], None] | None = None, x_init: torch.Tensor | None = None,
-                   skip_steps: int = 0) -> np.ndarray:
+                   skip_steps: int = 0, sample_mask: np.ndarray | None = None) -> np.ndarray:
     """Re-generate the lower half of face crops [B,S,S,3] (uint8 or float 0..1; S = the model's image size) for their
     mel windows [B,80,16]; returns crops of the same dtype.  Each crop is its own reference, and one seeded noise draw
     is x_T and the masked-half noise of every crop, as the reference does.  ``x_init``/``skip_steps``: start later in
-    the schedule from a given state (see :func:`ddim_sample`)."""
+    the schedule from a given state (see :func:`ddim_sample`).  ``sample_mask`` [B,1,S,S]: what to re-generate
+    instead of the release's lower half."""
     if crops.shape[1:3] != (model.image_size, model.image_size):
         raise ValueError(f"crops are {crops.shape[1]}x{crops.shape[2]} but the model works at {model.image_size}: "
                          f"crop the faces at {model.image_size}")
     target = crops_to_model(crops)
     sample = ddim_sample(model, target, target, torch.from_numpy(np.ascontiguousarray(mels)),
                          seeded_noise(seed, model.image_size), steps, progress=progress, x_init=x_init,
-                         skip_steps=skip_steps)
-    return model_to_crops(composite_lower_half(sample, target.to(sample.device)), crops.dtype)
+                         skip_steps=skip_steps,
+                         sample_mask=None if sample_mask is None else torch.from_numpy(sample_mask))
+    target = target.to(sample.device)
+    if sample_mask is None:
+        return model_to_crops(composite_lower_half(sample, target), crops.dtype)
+    return model_to_crops(composite_with_mask(sample, target, torch.from_numpy(sample_mask).to(sample.device)),
+                          crops.dtype)
 
 
 def paste_generated(output: np.ndarray, mask: np.ndarray, indices: Sequence[int], faces: np.ndarray, boxes,
@@ -116,7 +124,8 @@ def progress_estimate(num_frames: int, batch_size: int, steps: int) -> int:
 def sample_in_batches(model, frame_indices: Sequence[int], crops_for: Callable[[list[int]], np.ndarray],
                       mels: np.ndarray, steps: int, seed: int = 7, batch_size: int = 8,
                       progress: Callable[[int, int], None] | None = None, ticks_before: int = 0,
-                      flow_skip: int = 0) -> Iterator[tuple[list[int], np.ndarray, np.ndarray]]:
+                      flow_skip: int = 0, sampling_mask: SamplingMask | None = None,
+                      ) -> Iterator[tuple[list[int], np.ndarray, np.ndarray]]:
     """Generate the faces of ``frame_indices`` batch by batch: yields ``(batch, input crops, generated crops)``.
 
     The one sampling loop of the lip sync and of the split *Sample Faces* step.  ``crops_for(batch)`` makes the input
@@ -124,19 +133,24 @@ def sample_in_batches(model, frame_indices: Sequence[int], crops_for: Callable[[
     by frame.  ``progress`` ticks ``steps`` per batch after ``ticks_before`` (e.g. detection), out of
     ``ticks_before + batches × steps``, and is closed at the end.  ``flow_skip`` > 0 (use batch_size 1): a frame
     right after the previous generated one starts from :func:`flow_guided_start` after that many steps.
+    ``sampling_mask(crops) -> [B,S,S]``: what each crop re-generates (None: the release's lower half).
     """
     batches = [list(frame_indices[i:i + batch_size]) for i in range(0, len(frame_indices), batch_size)]
     total = ticks_before + len(batches) * steps
     previous = None  # (frame index, input crop, generated crop) of the last frame, for flow_skip
     for b, batch in enumerate(batches):
         crops = crops_for(batch)
+        mask_arg = {}  # the default call stays the release's
+        if sampling_mask is not None:
+            mask_arg["sample_mask"] = np.asarray(sampling_mask(crops), np.float32)[:, None]
         step_progress = None if progress is None else \
             (lambda done, _t, base=ticks_before + b * steps: progress(base + done, total))
         if flow_skip and previous is not None and previous[0] == batch[0] - 1:
             x_init = flow_guided_start(model, previous[2], previous[1], crops[0], steps, flow_skip, seed)
-            generated = generate_faces(model, crops, mels[batch], steps, seed, step_progress, x_init, flow_skip)
+            generated = generate_faces(model, crops, mels[batch], steps, seed, step_progress, x_init, flow_skip,
+                                       **mask_arg)
         else:
-            generated = generate_faces(model, crops, mels[batch], steps, seed, step_progress)
+            generated = generate_faces(model, crops, mels[batch], steps, seed, step_progress, **mask_arg)
         previous = (batch[-1], crops[-1], generated[-1])
         yield batch, crops, generated
     if progress is not None:
@@ -147,7 +161,7 @@ def lipsync(frames: np.ndarray, wav_16k: np.ndarray, fps: float, model, detect: 
             seed: int = 7, batch_size: int = 8, pads: Sequence[int] = (0, 0, 0, 0), pick: str | int = "largest",
             progress: Callable[[int, int], None] | None = None, upscale: Upscale | None = None,
             smooth_window: int = 5, paste_whole_box: bool = False, active_frames: np.ndarray | None = None,
-            flow_start: float = 0.0, max_gap: int = 0):
+            flow_start: float = 0.0, sampling_mask: SamplingMask | None = None, max_gap: int = 0):
     """Re-generate the mouth region of every frame with a face so the lips follow ``wav_16k``.
 
     frames: [N,H,W,3] RGB, uint8 or float 0..1; wav_16k: mono 16 kHz; fps: frame rate of ``frames`` (mel windows are
@@ -166,8 +180,11 @@ def lipsync(frames: np.ndarray, wav_16k: np.ndarray, fps: float, model, detect: 
     detector) keeps the original mouth where it is False; those frames are still detected so that box smoothing of
     their neighbours is unchanged.  ``flow_start`` > 0 (not in the reference) replaces that fraction
     of the DDIM steps by :func:`flow_guided_start` from the previous frame's result, for temporal coherence; frames
-    are then sampled one by one, in order.  ``max_gap``: detection gaps of at most this many frames between
-    detected frames get interpolated boxes and are generated like the others (longer gaps pass through).
+    are then sampled one by one, in order.  ``sampling_mask`` (not in the reference): a function of each batch of
+    crops returning what to re-generate instead of the lower half, e.g.
+    :func:`pipelines.diff2lip_enhance.sampling_mask.lip_region_masks`.
+    ``max_gap``: detection gaps of at most this many frames between detected frames get interpolated boxes and
+    are generated like the others (longer gaps pass through).
 
     Returns (frames, mask, report): frames as the input's dtype/shape, mask float32 [N,H,W] = 1 where pixels were
     written, report = {frames, faces_found, generated, passed_through, passed_through_frames, bridged,
@@ -203,7 +220,8 @@ def lipsync(frames: np.ndarray, wav_16k: np.ndarray, fps: float, model, detect: 
         return crop([frames[i] for i in batch], np.stack([boxes[i] for i in batch]), model.image_size)
 
     for batch, _, faces_out in sample_in_batches(model, to_generate, crops_for, mels, steps, seed, batch_size,
-                                                 progress, ticks_before=n, flow_skip=skip):
+                                                 progress, ticks_before=n, flow_skip=skip,
+                                                 sampling_mask=sampling_mask):
         batch_boxes = np.stack([boxes[i] for i in batch])
         if paste_whole_box:
             paste_whole_boxes_8bit(output, mask, batch, faces_out, batch_boxes, upscale)

@@ -183,13 +183,14 @@ def _stack(items: Sequence[FrameItem], what: str) -> np.ndarray:
 class ColorMatchStage(Stage):
     method: str = "lab_meanstd"
     band_px: float = 8.0
+    white_balance: str = "off"
 
     def start(self, info):
         from ..diff2lip_enhance import match_color
 
         def apply(items):
             out = match_color(_stack(items, "original"), _stack(items, "image"), _stack(items, "mask"),
-                              method=self.method, band_px=self.band_px)
+                              method=self.method, band_px=self.band_px, white_balance=self.white_balance)
             for item, frame in zip(items, out):
                 item.image = frame
         return PerFrameRun(apply)

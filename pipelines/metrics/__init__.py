@@ -1,0 +1,1 @@
+"""Quality and sync metrics shared by the Diff2Lip and GAGAvatar metrics nodes (pure numpy/torch, no ComfyUI)."""
