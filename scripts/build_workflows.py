@@ -118,10 +118,6 @@ def gagavatar_enhanced() -> dict:
                    strength=0.5, source=["3", 0])
     g["9"] = node("SaveVideo", "Save Video", video=["8", 0], filename_prefix="talkinghead/gagavatar_enhanced",
                   format="auto", codec="auto")
-    # self-reenactment: the driver's own crops are the ground truth of each rendered frame
-    g["15"] = node("GAGAvatarSelfReenactMetrics", "Self-Reenactment Metrics", driver_frames=["4", 1],
-                   rendered=["14", 0])
-    g["16"] = node("PreviewImage", "Metrics Plot", images=["15", 1])
     return g
 
 
@@ -147,7 +143,7 @@ def _diff2lip_core_images(enhanced: bool) -> dict:
                   seed=7, batch_size=8, face="largest" if enhanced else "most confident", face_index=0, pad_top=0,
                   pad_bottom=10 if enhanced else 0, pad_left=0, pad_right=0,
                   paste="lower half" if enhanced else "whole box (release)", close_mouth_in_silence=enhanced,
-                  flow_guided_start=0.0, sampling_mask="lower_half"),
+                  flow_guided_start=0.0, sampling_mask="lower_half", max_gap=5),
     }
     if enhanced:
         g["4"] = node("Diff2LipAudioCleanup", "Audio Clean-up", audio=["3", 0], denoise=True, compress=False,
@@ -212,6 +208,7 @@ def gagavatar_enhanced_images() -> dict:
     g["15"] = node("GAGAvatarSelfReenactMetrics", "Self-Reenactment Metrics", driver_frames=["4", 1],
                    rendered=["14", 0])
     g["16"] = node("PreviewImage", "Metrics Plot", images=["15", 1])
+    g["4"]["inputs"]["output_frames"] = True  # the metrics compare with the driver's own crops
     return g
 
 
