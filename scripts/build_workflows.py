@@ -67,7 +67,8 @@ def diff2lip_enhanced() -> dict:
     g.update({
         "9": node("Diff2LipLipMaskCompositeStream", "Lip-Mask Composite", stream=["7", 0], mode="lip mask",
                   expansion=1.2, feather=0.2, adaptive_gain=1.0, smooth_window=5, landmarks="FaceMesh (built-in)"),
-        "10": node("Diff2LipColorMatchStream", "Colour Match", stream=["9", 0], method="lab_meanstd", band_px=8.0),
+        "10": node("Diff2LipColorMatchStream", "Colour Match", stream=["9", 0], method="lab_meanstd", band_px=8.0,
+                   white_balance="off"),
         "11": node("Diff2LipTemporalSmoothStream", "Temporal Smooth", stream=["10", 0], strength=0.5,
                    method="flow (DIS)"),
         "12": node("Diff2LipDenoiseRegionStream", "Artifact Reduction", stream=["11", 0], method="bilateral",
