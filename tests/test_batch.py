@@ -26,7 +26,10 @@ from talkinghead.scripts.runner import apply_overrides, load_api_workflow
 
 import media
 
-TINY = ["Diff2Lip Model.ckpt_name=\"tiny_unet.pt\"", "Diff2Lip Model.num_head_channels=32", "Lip Sync.quality=\"fast\""]
+# max_gap 0: the face-less frames 20-21 of the long clip pass through (bridging would fill them), which checks that
+# pass-through counts are stitched across chunks
+TINY = ["Diff2Lip Model.ckpt_name=\"tiny_unet.pt\"", "Diff2Lip Model.num_head_channels=32", "Lip Sync.quality=\"fast\"",
+        "Lip Sync.max_gap=0"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
