@@ -9,7 +9,8 @@ register_model_folders()
 
 # Folders must be registered before the node schemas list their files.
 from . import (batch_nodes, diff2lip_enhance_nodes, diff2lip_lipsync_nodes, diff2lip_loader_nodes,  # noqa: E402
-               gagavatar_enhance_nodes, gagavatar_nodes, gagavatar_track_nodes, media_nodes, metrics_nodes)
+               gagavatar_enhance_nodes, gagavatar_nodes, gagavatar_stream_nodes, gagavatar_track_nodes, media_nodes,
+               metrics_nodes, stream_nodes)
 
 
 class TalkingHeadExtension(ComfyExtension):
@@ -17,4 +18,4 @@ class TalkingHeadExtension(ComfyExtension):
         return [*media_nodes.NODES, *diff2lip_loader_nodes.NODES, *diff2lip_lipsync_nodes.NODES,
                 *diff2lip_enhance_nodes.NODES, *gagavatar_nodes.NODES,
                 *gagavatar_enhance_nodes.NODES, *gagavatar_track_nodes.NODES, *metrics_nodes.NODES,
-                *batch_nodes.NODES]
+                *batch_nodes.NODES, *stream_nodes.NODES, *gagavatar_stream_nodes.NODES]

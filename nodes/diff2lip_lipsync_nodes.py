@@ -114,6 +114,9 @@ class Diff2LipLipSync(io.ComfyNode):
                                        "frame's result warped by optical flow, skipping this fraction of the steps "
                                        "(frames are then sampled one by one). Not verified with the released "
                                        "weights; see README."),
+                io.Int.Input("max_gap", default=5, min=0, max=100,
+                             tooltip="Frames without a detected face between two detected ones get interpolated "
+                                     "boxes when the gap is at most this long (0 = off); longer gaps pass through."),
                 io.UpscaleModel.Input("upscale_model", optional=True, tooltip=help_text.CROP_UPSCALER),
                 io.Combo.Input("sampling_mask", options=["lower_half", "lip_region"], default="lower_half",
                                optional=True,
@@ -132,7 +135,7 @@ class Diff2LipLipSync(io.ComfyNode):
     @classmethod
     def execute(cls, frames, audio, fps, model, detector, quality, custom_steps, seed, batch_size, face, face_index,
                 pad_top, pad_bottom, pad_left, pad_right, paste, close_mouth_in_silence, flow_guided_start=0.0,
-                upscale_model=None, sampling_mask="lower_half"):
+                max_gap=5, upscale_model=None, sampling_mask="lower_half"):
         from ..pipelines.audio_enhance import speech_for_frames
         from ..pipelines.diff2lip import lipsync
         from ..pipelines.diff2lip.presets import PASTE_MODES, steps_for
@@ -154,15 +157,16 @@ class Diff2LipLipSync(io.ComfyNode):
                                     pick=_pick(face, face_index),
                                     progress=progress_callback(len(array)), upscale=upscale, active_frames=active,
                                     flow_start=flow_guided_start, paste_whole_box=PASTE_MODES[paste],
-                                    sampling_mask=sampling_mask_maker(sampling_mask))
+                                    sampling_mask=sampling_mask_maker(sampling_mask), max_gap=max_gap)
         report["steps"] = steps
         report["paste"] = paste
         if active is not None:
             report["silent_frames_kept"] = int((~active).sum())
         if upscale is not None:
             report["upscale_ms_per_frame"] = round(upscale.ms_per_crop(), 1)
-        if len(report["passed_through_frames"]) > 50:  # keep the report readable; the count stays
-            report.pop("passed_through_frames")
+        for key in ("passed_through_frames", "bridged_frames"):
+            if len(report[key]) > 50:  # keep the report readable; the count stays
+                report.pop(key)
         text = json.dumps(report, default=float)
         log.info("Diff2Lip Lip Sync: %s", text)
         return io.NodeOutput(numpy_to_image(out), make_audio(fitted_wave, audio["sample_rate"]), torch.from_numpy(mask),
@@ -183,18 +187,23 @@ class Diff2LipCropFaces(io.ComfyNode):
             inputs=[io.Image.Input("frames", tooltip=help_text.FRAMES), FACE_DETECTOR.Input("detector"),
                     io.Int.Input("crop_size", default=128, min=16, max=1024,
                                  tooltip="The model's input size: 128 for the released checkpoint."),
-                    *_face_inputs()],
+                    *_face_inputs(),
+                    io.Int.Input("max_gap", default=5, min=0, max=100,
+                                 tooltip="Detection gaps of at most this many frames between detected frames get "
+                                         "interpolated boxes (as Diff2Lip Lip Sync); 0 = off.")],
             outputs=[DIFF2LIP_CROPS.Output(display_name="crops"), io.Image.Output(display_name="crop_images")],
         )
 
     @classmethod
-    def execute(cls, frames, detector, crop_size, face, face_index, pad_top, pad_bottom, pad_left, pad_right):
+    def execute(cls, frames, detector, crop_size, face, face_index, pad_top, pad_bottom, pad_left, pad_right,
+                max_gap=5):
         from ..pipelines.diff2lip import crop_clip
 
         check_finite(frames, "Diff2Lip Crop Faces", "frames")
         array = image_to_numpy(frames)
         crops = crop_clip(array, detector, crop_size, _pick(face, face_index),
-                          (pad_top, pad_bottom, pad_left, pad_right), progress=progress_callback(len(array)))
+                          (pad_top, pad_bottom, pad_left, pad_right), progress=progress_callback(len(array)),
+                          max_gap=max_gap)
         if not len(crops):
             log.warning("Diff2Lip Crop Faces: no face in any of the %d frames; everything will pass through",
                         len(array))

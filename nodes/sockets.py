@@ -15,3 +15,6 @@ GAGAVATAR_SOURCE = io.Custom("GAGAVATAR_SOURCE")
 GAGAVATAR_AVATAR = io.Custom("GAGAVATAR_AVATAR")
 GAGAVATAR_DRIVER = io.Custom("GAGAVATAR_DRIVER")
 GAGAVATAR_TRACKER = io.Custom("GAGAVATAR_TRACKER")
+
+# Streams (pipelines/stream): a re-playable description of frames (source + stages), iterated chunk by chunk
+FRAME_STREAM = io.Custom("TALKINGHEAD_FRAME_STREAM")

@@ -25,21 +25,22 @@ def node(class_type: str, title: str | None = None, **inputs) -> dict:
 def _diff2lip_core(enhanced: bool) -> dict:
     """Plain: the release's settings (ddim25, seed 7, the most confident face, pads 0, whole-box 8-bit paste).
     Enhanced: 50 steps, the largest face, a 10 px chin margin (Wav2Lip's pad) and only the generated half pasted,
-    since the lip-mask composite blends the mouth back anyway."""
+    since the lip-mask composite blends the mouth back anyway.  Both stream: the video is decoded, lip-synced,
+    enhanced and encoded chunk by chunk (memory independent of the clip's length); the IMAGE-batch nodes stay
+    available for short clips and other packs."""
     g = {
-        "1": node("LoadVideo", "Load Video", file=SAMPLE_VIDEO),
-        "2": node("GetVideoComponents", "Video Components", video=["1", 0]),
+        "1": node("TalkingHeadLoadVideoStream", "Load Video", video=SAMPLE_VIDEO, start_frame=0, frame_count=0),
         "3": node("TalkingHeadLoadAudio", "Driving Speech", audio=SAMPLE_SPEECH),
         "5": node("Diff2LipModelLoader", "Diff2Lip Model", ckpt_name="checkpoint.pt", precision="auto",
                   num_head_channels=64, compile=True),
         "6": node("Diff2LipFaceDetectorLoader", "Face Detector", detector="BlazeFace short-range (built-in)",
                   min_confidence=0.5, max_side=0),
-        "7": node("Diff2LipLipSync", "Lip Sync", frames=["2", 0], audio=["4" if enhanced else "3", 0], fps=["2", 2],
+        "7": node("Diff2LipLipSyncStream", "Lip Sync", stream=["1", 0], audio=["4" if enhanced else "3", 0],
                   model=["5", 0], detector=["6", 0], quality="high" if enhanced else "balanced", custom_steps=25,
                   seed=7, batch_size=0, face="largest" if enhanced else "most confident", face_index=0, pad_top=0,
                   pad_bottom=10 if enhanced else 0, pad_left=0, pad_right=0,
                   paste="lower half" if enhanced else "whole box (release)", close_mouth_in_silence=enhanced,
-                  flow_guided_start=0.0, sampling_mask="lower_half"),
+                  flow_guided_start=0.0, max_gap=5),
     }
     if enhanced:
         g["4"] = node("Diff2LipAudioCleanup", "Audio Clean-up", audio=["3", 0], denoise=True, compress=False,
@@ -50,39 +51,31 @@ def _diff2lip_core(enhanced: bool) -> dict:
     return g
 
 
-def diff2lip_plain() -> dict:
-    g = _diff2lip_core(enhanced=False)
-    g["14"] = node("CreateVideo", "Create Video", images=["7", 0], fps=["2", 2], audio=["7", 1])
-    g["15"] = node("SaveVideo", "Save Video", video=["14", 0], filename_prefix="talkinghead/diff2lip",
-                   format="auto", codec="auto")
+def _encode(g: dict, frames_from: list, prefix: str) -> dict:
+    g["14"] = node("TalkingHeadEncodeStream", "Encode Video", stream=frames_from, codec="h264", crf=18,
+                   chunk_size=8)
+    g["15"] = node("SaveVideo", "Save Video", video=["14", 0], filename_prefix=prefix, format="auto", codec="auto")
     return g
+
+
+def diff2lip_plain() -> dict:
+    return _encode(_diff2lip_core(enhanced=False), ["7", 0], "talkinghead/diff2lip")
 
 
 def diff2lip_enhanced() -> dict:
     g = _diff2lip_core(enhanced=True)
     g.update({
-        "9": node("Diff2LipLipMaskComposite", "Lip-Mask Composite", original=["2", 0], generated=["7", 0],
-                  generated_mask=["7", 2], mode="lip mask", expansion=1.2, feather=0.2, adaptive_gain=1.0,
-                  smooth_window=5, landmarks="FaceMesh (built-in)"),
-        "10": node("Diff2LipColorMatch", "Colour Match", original=["2", 0], generated=["9", 0], mask=["9", 1],
-                   method="lab_meanstd", band_px=8.0, white_balance="off"),
-        "11": node("Diff2LipTemporalSmooth", "Temporal Smooth", frames=["10", 0], mask=["9", 1], strength=0.5,
+        "9": node("Diff2LipLipMaskCompositeStream", "Lip-Mask Composite", stream=["7", 0], mode="lip mask",
+                  expansion=1.2, feather=0.2, adaptive_gain=1.0, smooth_window=5, landmarks="FaceMesh (built-in)"),
+        "10": node("Diff2LipColorMatchStream", "Colour Match", stream=["9", 0], method="lab_meanstd", band_px=8.0,
+                   white_balance="off"),
+        "11": node("Diff2LipTemporalSmoothStream", "Temporal Smooth", stream=["10", 0], strength=0.5,
                    method="flow (DIS)"),
-        "12": node("Diff2LipDenoiseRegion", "Artifact Reduction", frames=["11", 0], mask=["9", 1],
-                   method="bilateral", strength=0.3),
-        "13": node("Diff2LipSharpen", "Sharpen Mouth", frames=["12", 0], mask=["9", 1], strength=0.3, sigma=1.0),
-        "18": node("Diff2LipArtifactCheck", "Artifact Check", frames=["13", 0], mask=["9", 1], replace=False,
-                   blockiness_limit=1.6, spike_mads=6.0),
-        "14": node("CreateVideo", "Create Video", images=["18", 0], fps=["2", 2], audio=["7", 1]),
-        "15": node("SaveVideo", "Save Video", video=["14", 0], filename_prefix="talkinghead/diff2lip_enhanced",
-                   format="auto", codec="auto"),
-        "16": node("Diff2LipQualityMetrics", "Quality Metrics", original=["2", 0], output=["13", 0],
-                   generated_mask=["7", 2], composite_mask=["9", 1], landmarks=True),
-        "17": node("Diff2LipSyncMetrics", "Lip-Sync Metrics", original=["2", 0], output=["18", 0], audio=["7", 1],
-                   generated_mask=["7", 2], fps=["2", 2], syncnet="auto", composite_mask=["9", 1]),
-        "19": node("PreviewImage", "Metrics Plot", images=["17", 1]),
+        "12": node("Diff2LipDenoiseRegionStream", "Artifact Reduction", stream=["11", 0], method="bilateral",
+                   strength=0.3),
+        "13": node("Diff2LipSharpenStream", "Sharpen Mouth", stream=["12", 0], strength=0.3, sigma=1.0),
     })
-    return g
+    return _encode(g, ["13", 0], "talkinghead/diff2lip_enhanced")
 
 
 def _gagavatar_inputs() -> dict:
@@ -91,21 +84,21 @@ def _gagavatar_inputs() -> dict:
         "2": node("GAGAvatarFLAMELoader", "FLAME", flame_name="FLAME_with_eye.pt"),
         "3": node("GAGAvatarLoadTrackedSource", "Tracked Source", source_path="gagavatar_source", frame_index=0),
         "4": node("GAGAvatarLoadTrackedDriver", "Tracked Driver", driver_path="gagavatar_driver", fps=0.0,
-                  max_frames=0, output_frames=True),
+                  max_frames=0, output_frames=False),
         "5": node("GAGAvatarEncodeSource", "Encode Source", model=["1", 0], source=["3", 0]),
     }
 
 
 def _gagavatar_render(g: dict, driver: list, frames_from: list) -> dict:
-    g["6"] = node("GAGAvatarAnimate", "Animate Splats", model=["1", 0], flame=["2", 0], avatar=["5", 0],
-                  driver=driver, batch_size=1, rasterizer="auto")
-    g["7"] = node("GAGAvatarRefine", "Refine", model=["1", 0], splats=["6", 0], reference_noise=False, batch_size=1)
-    g["8"] = node("CreateVideo", "Create Video", images=frames_from, fps=["4", 2])
+    """Streaming: rendered batch by batch while encoding (the splats of one batch at a time)."""
+    g["6"] = node("GAGAvatarAnimateStream", "Animate Avatar", model=["1", 0], flame=["2", 0], avatar=["5", 0],
+                  driver=driver, batch_size=1, reference_noise=False, rasterizer="auto")
+    g["8"] = node("TalkingHeadEncodeStream", "Encode Video", stream=frames_from, codec="h264", crf=18, chunk_size=8)
     return g
 
 
 def gagavatar_plain() -> dict:
-    g = _gagavatar_render(_gagavatar_inputs(), ["4", 0], ["7", 0])
+    g = _gagavatar_render(_gagavatar_inputs(), ["4", 0], ["6", 0])
     g["9"] = node("SaveVideo", "Save Video", video=["8", 0], filename_prefix="talkinghead/gagavatar",
                   format="auto", codec="auto")
     return g
@@ -121,15 +114,102 @@ def gagavatar_enhanced() -> dict:
     g["12"] = node("GAGAvatarGazeCorrect", "Gaze Correction", driver=["11", 0], flame=["2", 0], strength=0.7,
                    source=["3", 0])
     _gagavatar_render(g, ["12", 0], ["14", 0])
+    g["13"] = node("GAGAvatarDetailEnhanceStream", "Detail Enhance", stream=["6", 0], strength=0.3, inside_alpha=True)
+    g["14"] = node("GAGAvatarEyeEnhanceStream", "Eye Enhance", stream=["13", 0], driver=["12", 0], flame=["2", 0],
+                   strength=0.5, source=["3", 0])
+    g["9"] = node("SaveVideo", "Save Video", video=["8", 0], filename_prefix="talkinghead/gagavatar_enhanced",
+                  format="auto", codec="auto")
+    return g
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The enhanced pipelines on whole IMAGE batches, for short clips: every frame is in memory, which the whole-clip
+# metrics (quality, lip-sync, artifact check, render metrics) need.
+
+
+def _diff2lip_core_images(enhanced: bool) -> dict:
+    """Plain: the release's settings (ddim25, seed 7, the most confident face, pads 0, whole-box 8-bit paste).
+    Enhanced: 50 steps, the largest face, a 10 px chin margin (Wav2Lip's pad) and only the generated half pasted,
+    since the lip-mask composite blends the mouth back anyway."""
+    g = {
+        "1": node("LoadVideo", "Load Video", file=SAMPLE_VIDEO),
+        "2": node("GetVideoComponents", "Video Components", video=["1", 0]),
+        "3": node("TalkingHeadLoadAudio", "Driving Speech", audio=SAMPLE_SPEECH),
+        "5": node("Diff2LipModelLoader", "Diff2Lip Model", ckpt_name="checkpoint.pt", precision="auto",
+                  num_head_channels=64),
+        "6": node("Diff2LipFaceDetectorLoader", "Face Detector", detector="BlazeFace short-range (built-in)",
+                  min_confidence=0.5, max_side=0),
+        "7": node("Diff2LipLipSync", "Lip Sync", frames=["2", 0], audio=["4" if enhanced else "3", 0], fps=["2", 2],
+                  model=["5", 0], detector=["6", 0], quality="high" if enhanced else "balanced", custom_steps=25,
+                  seed=7, batch_size=8, face="largest" if enhanced else "most confident", face_index=0, pad_top=0,
+                  pad_bottom=10 if enhanced else 0, pad_left=0, pad_right=0,
+                  paste="lower half" if enhanced else "whole box (release)", close_mouth_in_silence=enhanced,
+                  flow_guided_start=0.0, sampling_mask="lower_half", max_gap=5),
+    }
+    if enhanced:
+        g["4"] = node("Diff2LipAudioCleanup", "Audio Clean-up", audio=["3", 0], denoise=True, compress=False,
+                      target_lufs=-23.0, offset_ms=0.0)
+        g["8"] = node("Diff2LipUpscalerLoader", "Super-resolution Model", model_name="RealESRGAN_x2plus.pth",
+                      backend="spandrel")
+        g["7"]["inputs"]["upscale_model"] = ["8", 0]
+    return g
+
+
+def diff2lip_enhanced_images() -> dict:
+    g = _diff2lip_core_images(enhanced=True)
+    g.update({
+        "9": node("Diff2LipLipMaskComposite", "Lip-Mask Composite", original=["2", 0], generated=["7", 0],
+                  generated_mask=["7", 2], mode="lip mask", expansion=1.2, feather=0.2, adaptive_gain=1.0,
+                  smooth_window=5, landmarks="FaceMesh (built-in)"),
+        "10": node("Diff2LipColorMatch", "Colour Match", original=["2", 0], generated=["9", 0], mask=["9", 1],
+                   method="lab_meanstd", band_px=8.0, white_balance="off"),
+        "11": node("Diff2LipTemporalSmooth", "Temporal Smooth", frames=["10", 0], mask=["9", 1], strength=0.5,
+                   method="flow (DIS)"),
+        "12": node("Diff2LipDenoiseRegion", "Artifact Reduction", frames=["11", 0], mask=["9", 1],
+                   method="bilateral", strength=0.3),
+        "13": node("Diff2LipSharpen", "Sharpen Mouth", frames=["12", 0], mask=["9", 1], strength=0.3, sigma=1.0),
+        "18": node("Diff2LipArtifactCheck", "Artifact Check", frames=["13", 0], mask=["9", 1], replace=False,
+                   blockiness_limit=1.6, spike_mads=6.0),
+        "14": node("CreateVideo", "Create Video", images=["18", 0], fps=["2", 2], audio=["7", 1]),
+        "15": node("SaveVideo", "Save Video", video=["14", 0], filename_prefix="talkinghead/diff2lip_enhanced_images",
+                   format="auto", codec="auto"),
+        "16": node("Diff2LipQualityMetrics", "Quality Metrics", original=["2", 0], output=["13", 0],
+                   generated_mask=["7", 2], composite_mask=["9", 1], landmarks=True),
+        "17": node("Diff2LipSyncMetrics", "Lip-Sync Metrics", original=["2", 0], output=["18", 0], audio=["7", 1],
+                   generated_mask=["7", 2], fps=["2", 2], syncnet="auto", composite_mask=["9", 1]),
+        "19": node("PreviewImage", "Metrics Plot", images=["17", 1]),
+    })
+    return g
+
+
+def _gagavatar_render_images(g: dict, driver: list, frames_from: list) -> dict:
+    g["6"] = node("GAGAvatarAnimate", "Animate Splats", model=["1", 0], flame=["2", 0], avatar=["5", 0],
+                  driver=driver, batch_size=1, rasterizer="auto")
+    g["7"] = node("GAGAvatarRefine", "Refine", model=["1", 0], splats=["6", 0], reference_noise=False, batch_size=1)
+    g["8"] = node("CreateVideo", "Create Video", images=frames_from, fps=["4", 2])
+    return g
+
+
+def gagavatar_enhanced_images() -> dict:
+    g = _gagavatar_inputs()
+    g["10"] = node("GAGAvatarSmoothDriver", "Temporal Smoothing", driver=["4", 0], method="rts", ema_alpha=0.5,
+                   noise_ratio=0.1)
+    g["11"] = node("GAGAvatarRegionExpression", "Region-Aware Expression", driver=["10", 0], flame=["2", 0],
+                   eyes_weight=0.9, brows_weight=0.9, nose_weight=0.95, mouth_weight=0.7, cheeks_jaw_weight=0.85,
+                   blend=0.8)
+    g["12"] = node("GAGAvatarGazeCorrect", "Gaze Correction", driver=["11", 0], flame=["2", 0], strength=0.7,
+                   source=["3", 0])
+    _gagavatar_render_images(g, ["12", 0], ["14", 0])
     g["13"] = node("GAGAvatarDetailEnhance", "Detail Enhance", frames=["7", 0], strength=0.3, face_mask=["6", 1])
     g["14"] = node("GAGAvatarEyeEnhance", "Eye Enhance", frames=["13", 0], driver=["12", 0], flame=["2", 0],
                    strength=0.5, source=["3", 0])
-    g["9"] = node("SaveVideo", "Save Video", video=["8", 0], filename_prefix="talkinghead/gagavatar_enhanced",
+    g["9"] = node("SaveVideo", "Save Video", video=["8", 0], filename_prefix="talkinghead/gagavatar_enhanced_images",
                   format="auto", codec="auto")
     # self-reenactment: the driver's own crops are the ground truth of each rendered frame
     g["15"] = node("GAGAvatarSelfReenactMetrics", "Self-Reenactment Metrics", driver_frames=["4", 1],
                    rendered=["14", 0])
     g["16"] = node("PreviewImage", "Metrics Plot", images=["15", 1])
+    g["4"]["inputs"]["output_frames"] = True  # the metrics compare with the driver's own crops
     return g
 
 
@@ -161,6 +241,7 @@ def gagavatar_from_images() -> dict:
 
 
 GRAPHS = {"diff2lip": diff2lip_plain, "diff2lip_enhanced": diff2lip_enhanced, "gagavatar": gagavatar_plain,
+          "diff2lip_enhanced_images": diff2lip_enhanced_images, "gagavatar_enhanced_images": gagavatar_enhanced_images,
           "gagavatar_enhanced": gagavatar_enhanced, "gagavatar_from_images": gagavatar_from_images}
 
 

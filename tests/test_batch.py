@@ -26,7 +26,10 @@ from talkinghead.scripts.runner import apply_overrides, load_api_workflow
 
 import media
 
-TINY = ["Diff2Lip Model.ckpt_name=\"tiny_unet.pt\"", "Diff2Lip Model.num_head_channels=32", "Lip Sync.quality=\"fast\""]
+# max_gap 0: the face-less frames 20-21 of the long clip pass through (bridging would fill them), which checks that
+# pass-through counts are stitched across chunks
+TINY = ["Diff2Lip Model.ckpt_name=\"tiny_unet.pt\"", "Diff2Lip Model.num_head_channels=32", "Lip Sync.quality=\"fast\"",
+        "Lip Sync.max_gap=0"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -62,9 +65,10 @@ def test_alignment_steps():
 def test_workflow_rewrite_feeds_the_subclip_and_keeps_own_frames():
     prompt = load_api_workflow(WORKFLOWS / "diff2lip_api.json")
     out = chunk_prompt(prompt, "cut.mkv", "cut.wav", 7, 15, "batch_x/chunk")
-    assert out["1"]["inputs"]["file"] == "cut.mkv" and out["3"]["inputs"]["audio"] == "cut.wav"
-    assert out["15"]["class_type"] == SINK
-    assert out["15"]["inputs"] == {"images": ["7", 0], "fps": ["2", 2], "filename_prefix": "batch_x/chunk",
+    # the bundled workflow streams: its encoded stream is read back as IMAGE for the lossless sink
+    assert out["1"]["inputs"]["video"] == "cut.mkv" and out["3"]["inputs"]["audio"] == "cut.wav"
+    assert out["15"]["class_type"] == SINK and out["16"]["inputs"]["stream"] == ["7", 0]
+    assert out["15"]["inputs"] == {"images": ["16", 0], "fps": 25.0, "filename_prefix": "batch_x/chunk",
                                    "keep_start": 7, "keep_count": 15}
     assert prompt["15"]["class_type"] == "SaveVideo"  # the original is not modified
     with pytest.raises(SystemExit, match="Load Video"):

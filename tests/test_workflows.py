@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -79,18 +80,19 @@ def test_plain_diff2lip_workflow_30fps_missing_faces_long_audio(server):
                              [f"{k}={json.dumps(v)}" for k, v in TINY_DIFF2LIP.items()] + ["Lip Sync.quality=\"fast\""])
     result = server.run(prompt, timeout=600)
     assert result["messages"][-1]["type"] == "execution_success", result["messages"][-1]
-    progress = [m["data"] for m in _events(result, "progress") if m["data"]["node"] == "7"]
-    assert progress and progress[-1]["value"] == progress[-1]["max"]
+    progress = [m["data"] for m in _events(result, "progress") if m["data"]["node"] == "14"]  # the streaming sink
+    assert progress and progress[-1]["value"] == progress[-1]["max"] == 9
     frames, fps, audio = _saved_video(server, result)
     assert len(frames) == 9 and abs(fps - 30.0) < 1e-3
     duration = audio["waveform"].shape[-1] / audio["sample_rate"]
     assert abs(duration - 9 / 30.0) < 0.05  # audio trimmed to the video
-    report = json.loads(result["history"]["outputs"]["7"]["text"][0])
-    assert report["passed_through"] >= 2 and report["frames"] == 9 and report["steps"] == 10
-    assert report["paste"] == "whole box (release)"  # the plain workflow pastes like the release
-    # the face-less frames come out as they went in (up to the video codec)
-    for index in (2,):
-        assert np.abs(frames[index].astype(int) - clip.frames[index].astype(int)).mean() < 3.0
+    assert audio["sample_rate"] == 16000  # the driving speech at its own rate
+    report = json.loads(result["history"]["outputs"]["14"]["text"][0])
+    lipsync = report["stages"][0]["lip_sync"]
+    assert lipsync["frames"] == 9 and lipsync["steps"] == 10
+    assert lipsync["paste"] == "whole box (release)"  # the plain workflow pastes like the release
+    # the single face-less frames 2 and 5 lie between detected frames: bridged (max_gap 5) and generated
+    assert {2, 5} <= set(lipsync["bridged_frames"]) and lipsync["generated"] == lipsync["faces_found"]
 
 
 def test_enhanced_diff2lip_workflow_with_short_audio(server):
@@ -106,16 +108,11 @@ def test_enhanced_diff2lip_workflow_with_short_audio(server):
     frames, fps, audio = _saved_video(server, result)
     assert len(frames) == 16 and abs(fps - 25.0) < 1e-3
     assert abs(audio["waveform"].shape[-1] / audio["sample_rate"] - 16 / 25.0) < 0.05
-    metrics = json.loads(result["history"]["outputs"]["16"]["text"][0])
-    assert metrics["max_abs_outside"] < 1e-6  # outside the generated region the output equals the input
-    lipsync = json.loads(result["history"]["outputs"]["7"]["text"][0])
+    lipsync = json.loads(result["history"]["outputs"]["14"]["text"][0])["stages"][0]["lip_sync"]
     assert "silent_frames_kept" in lipsync and "upscale_ms_per_frame" in lipsync
-    sync = json.loads(result["history"]["outputs"]["17"]["text"][0])
-    assert "syncnet_v2.model" in sync["lip_sync"]["absent"]  # no SyncNet weights in this server
-    assert sync["av_offset_proxy"]["method"].startswith("proxy") and sync["psnr_outside"] > 40
-    assert "flagged_frames" in sync["artifacts"] and "flagged_frames" in json.loads(
-        result["history"]["outputs"]["18"]["text"][0])
-    assert result["history"]["outputs"]["19"]["images"]  # the per-frame plot
+    assert lipsync["generated"] > 0 and lipsync["frames"] == 16
+    # every stage ran on the stream (the IMAGE-equality of each is checked in test_stream_nodes.py)
+    assert "lip_mask_composite" in json.loads(result["history"]["outputs"]["14"]["text"][0])["stages"][1]
 
 
 @pytest.mark.parametrize("name", ["gagavatar", "gagavatar_enhanced"])
@@ -128,14 +125,11 @@ def test_gagavatar_workflows_render_the_driver_at_its_frame_rate(server, name):
     frames, fps, _ = _saved_video(server, result, node="9")
     assert len(frames) == 5 and abs(fps - 30.0) < 1e-3
     assert frames.std() > 1.0  # something was rendered
-    assert any(m["data"]["node"] == "6" for m in _events(result, "progress"))
-    if name == "gagavatar_enhanced":
-        metrics = json.loads(result["history"]["outputs"]["15"]["text"][0])
-        assert metrics["frames"] == 5 and np.isfinite(metrics["psnr"]) and "absent" in metrics["lpips"]
-        assert result["history"]["outputs"]["16"]["images"]
+    sink = [m["data"] for m in _events(result, "progress") if m["data"]["node"] == "8"]  # the streaming sink
+    assert sink and sink[-1]["value"] == sink[-1]["max"] == 5
 
 
-def test_interrupt_stops_a_long_lipsync_mid_run(server):
+def test_interrupt_stops_a_long_lipsync_mid_run_and_leaves_no_file(server):
     clip = media.talking_clip(frames=6, fps=25.0, size=(160, 160))
     write_video(server.input / SAMPLE_VIDEO, clip.frames, 25.0, overwrite=True)
     write_wav(server.input / SAMPLE_SPEECH, media.speech_16k(seconds=1.0), 16000, overwrite=True)
@@ -144,16 +138,20 @@ def test_interrupt_stops_a_long_lipsync_mid_run(server):
                              + ["Lip Sync.quality=\"custom\"", "Lip Sync.custom_steps=1000", "Lip Sync.batch_size=1"])
     sent = threading.Event()
 
-    def interrupt_on_progress(client, msg):
-        if msg["type"] == "progress" and msg["data"]["value"] > 8 and not sent.is_set():
+    def interrupt_when_encoding(client, msg):
+        if msg["type"] == "executing" and msg["data"].get("node") == "14" and not sent.is_set():
             sent.set()
-            client.post("/interrupt", {})
+            threading.Timer(3.0, client.post, ("/interrupt", {})).start()
 
-    result = server.run(prompt, timeout=600, on_message=interrupt_on_progress)
+    before = sorted(server.output.rglob("*"))
+    started = time.monotonic()
+    result = server.run(prompt, timeout=600, on_message=interrupt_when_encoding)
     assert sent.is_set()
     assert result["messages"][-1]["type"] == "execution_interrupted"
-    last = max(m["data"]["value"] for m in _events(result, "progress") if m["data"]["node"] == "7")
-    assert last < 6 * 1000  # stopped long before the 6000 diffusion steps
+    # 6 frames x 1000 steps of the tiny UNet take minutes; the stream checks for cancel at every step
+    assert time.monotonic() - started < 60
+    assert sorted(server.output.rglob("*")) == before  # no new (partial) output file
+    assert not list((server.base / "temp").rglob("*.part*"))  # the sink's temporary file is gone too
 
 
 def test_gagavatar_from_plain_images_tracks_then_animates(server):
@@ -175,16 +173,27 @@ def test_gagavatar_from_plain_images_tracks_then_animates(server):
     assert len(saved) == 5 and saved.fps == 25.0 and saved.transform_matrix.shape == (5, 3, 4)
 
 
+def _image_lipsync_graph(face_inputs: dict | None = None) -> dict:
+    """The whole-clip (IMAGE) lip sync graph: core Load Video, Video Components, Diff2Lip Lip Sync."""
+    stream = load_api_workflow(WORKFLOWS / "diff2lip_api.json")
+    lip = dict(stream["7"]["inputs"], fps=["2", 2], frames=["2", 0], **(face_inputs or {}))
+    del lip["stream"]
+    return {"1": {"class_type": "LoadVideo", "inputs": {"file": SAMPLE_VIDEO}},
+            "2": {"class_type": "GetVideoComponents", "inputs": {"video": ["1", 0]}},
+            "3": stream["3"], "5": stream["5"], "6": stream["6"],
+            "7": {"class_type": "Diff2LipLipSync", "inputs": lip}}
+
+
 def test_split_crop_sample_paste_nodes_equal_the_one_node_lip_sync(server):
     clip = media.clip_with_missing_faces(frames=6, missing=(2,), fps=25.0, size=(160, 160))
     write_video(server.input / SAMPLE_VIDEO, clip.frames, 25.0, overwrite=True)
     write_wav(server.input / SAMPLE_SPEECH, media.speech_16k(seconds=0.5), 16000, overwrite=True)
-    prompt = apply_overrides(load_api_workflow(WORKFLOWS / "diff2lip_api.json"),
-                             [f"{k}={json.dumps(v)}" for k, v in TINY_DIFF2LIP.items()] + ['Lip Sync.quality="fast"',
-                                                                                   'Lip Sync.paste="lower half"'])
+    prompt = apply_overrides(_image_lipsync_graph(),
+                             [f"{k}={json.dumps(v)}" for k, v in TINY_DIFF2LIP.items()] + ['7.quality="fast"',
+                                                                                   '7.paste="lower half"'])
     sampling = {k: prompt["7"]["inputs"][k] for k in ("quality", "custom_steps", "seed", "batch_size")}
     face = {k: prompt["7"]["inputs"][k] for k in ("face", "face_index", "pad_top", "pad_bottom", "pad_left",
-                                                  "pad_right")}
+                                                  "pad_right", "max_gap")}
     prompt.update({
         "20": {"class_type": "Diff2LipCropFaces", "inputs": {"frames": ["2", 0], "detector": ["6", 0],
                                                              "crop_size": 32, **face}},
@@ -208,8 +217,10 @@ def test_one_node_enhanced_avatar_runs_in_the_server(server):
     prompt["20"] = {"class_type": "GAGAvatarEnhancedAnimate",
                     "inputs": {"model": ["1", 0], "flame": ["2", 0], "source": ["3", 0], "driver": ["4", 0],
                                "preset": "enhanced", "batch_size": 2}}
-    prompt["8"]["inputs"].update(images=["20", 0], fps=["20", 1])
-    for unused in ("5", "6", "7"):
+    # its IMAGE batch goes to the streaming sink of the workflow through Images to Stream
+    prompt["21"] = {"class_type": "TalkingHeadImagesToStream", "inputs": {"images": ["20", 0], "fps": ["20", 1]}}
+    prompt["8"]["inputs"]["stream"] = ["21", 0]
+    for unused in ("5", "6"):
         prompt.pop(unused)
     result = server.run(prompt, timeout=900)
     assert result["messages"][-1]["type"] == "execution_success", result["messages"][-1]
@@ -217,3 +228,50 @@ def test_one_node_enhanced_avatar_runs_in_the_server(server):
     assert len(frames) == 5 and abs(fps - 30.0) < 1e-3 and frames.std() > 1.0
     progress = [m["data"] for m in _events(result, "progress") if m["data"]["node"] == "20"]
     assert progress and progress[-1]["value"] == progress[-1]["max"]
+
+
+def test_gagavatar_stream_renders_the_image_nodes_pixels(server):
+    """Animate Avatar (stream) + the stream enhancements equal Animate Splats + Refine + the IMAGE enhancements."""
+    prompt = apply_overrides(load_api_workflow(WORKFLOWS / "gagavatar_enhanced_api.json"), [])
+    prompt.update({
+        "30": {"class_type": "GAGAvatarAnimate", "inputs": {"model": ["1", 0], "flame": ["2", 0], "avatar": ["5", 0],
+                                                            "driver": ["12", 0], "batch_size": 1,
+                                                            "rasterizer": "auto"}},
+        "31": {"class_type": "GAGAvatarRefine", "inputs": {"model": ["1", 0], "splats": ["30", 0],
+                                                           "reference_noise": False, "batch_size": 1}},
+        "32": {"class_type": "GAGAvatarDetailEnhance", "inputs": {"frames": ["31", 0], "strength": 0.3,
+                                                                  "face_mask": ["30", 1]}},
+        "33": {"class_type": "GAGAvatarEyeEnhance", "inputs": {"frames": ["32", 0], "driver": ["12", 0],
+                                                               "flame": ["2", 0], "strength": 0.5, "source": ["3", 0]}},
+        "34": {"class_type": "TalkingHeadStreamToImages", "inputs": {"stream": ["14", 0], "chunk_size": 2}},
+        "35": {"class_type": "Diff2LipQualityMetrics", "inputs": {"original": ["33", 0], "output": ["34", 0],
+                                                                  "generated_mask": ["30", 1], "landmarks": False}},
+    })
+    result = server.run(prompt, timeout=900)
+    assert result["messages"][-1]["type"] == "execution_success", result["messages"][-1]
+    metrics = json.loads(result["history"]["outputs"]["35"]["text"][0])
+    assert metrics["psnr_full"] == float("inf") and metrics["max_abs_outside"] == 0.0  # bit-identical frames
+
+
+def test_enhanced_image_workflows_keep_the_whole_clip_metrics(server):
+    """The IMAGE-batch versions of the enhanced workflows (short clips) with the whole-clip metrics nodes."""
+    clip = media.talking_clip(frames=16, fps=25.0, size=(160, 160))
+    write_video(server.input / SAMPLE_VIDEO, clip.frames, 25.0, overwrite=True)
+    write_wav(server.input / SAMPLE_SPEECH, media.speech_16k(seconds=0.5), 16000, overwrite=True)
+    overrides = [f"{k}={json.dumps(v)}" for k, v in TINY_DIFF2LIP.items()] + ["Lip Sync.quality=\"fast\""]
+    result = server.run(apply_overrides(load_api_workflow(WORKFLOWS / "diff2lip_enhanced_images_api.json"),
+                                        overrides), timeout=900)
+    assert result["messages"][-1]["type"] == "execution_success", result["messages"][-1]
+    frames, fps, _ = _saved_video(server, result)
+    assert len(frames) == 16 and abs(fps - 25.0) < 1e-3
+    sync = json.loads(result["history"]["outputs"]["17"]["text"][0])
+    assert "syncnet_v2.model" in sync["lip_sync"]["absent"]  # no SyncNet weights in this server
+    assert sync["av_offset_proxy"]["method"].startswith("proxy") and sync["psnr_outside"] > 40
+    assert "flagged_frames" in sync["artifacts"] and "flagged_frames" in json.loads(
+        result["history"]["outputs"]["18"]["text"][0])
+    assert result["history"]["outputs"]["19"]["images"]  # the per-frame plot
+    result = server.run(load_api_workflow(WORKFLOWS / "gagavatar_enhanced_images_api.json"), timeout=900)
+    assert result["messages"][-1]["type"] == "execution_success", result["messages"][-1]
+    metrics = json.loads(result["history"]["outputs"]["15"]["text"][0])
+    assert metrics["frames"] == 5 and np.isfinite(metrics["psnr"]) and "absent" in metrics["lpips"]
+    assert result["history"]["outputs"]["16"]["images"]

@@ -35,11 +35,12 @@ class FaceCrops:
 
 
 def crop_clip(frames: np.ndarray, detect: Detector, crop_size: int, pick: str | int = "largest",
-              pads: Sequence[int] = (0, 0, 0, 0), progress: Callable[[int, int], None] | None = None) -> FaceCrops:
+              pads: Sequence[int] = (0, 0, 0, 0), progress: Callable[[int, int], None] | None = None,
+              max_gap: int = 0) -> FaceCrops:
     """Find, smooth and crop the face of every frame (float frames [N,H,W,3] in 0..1); frames without one are left
-    out and pass through at paste time."""
+    out and pass through at paste time.  ``max_gap``: short detection gaps bridged as in the lip sync."""
     frames = np.asarray(frames)
-    boxes = locate_faces(frames, detect, pick, pads, progress=progress)
+    boxes = locate_faces(frames, detect, pick, pads, progress=progress, max_gap=max_gap)
     indices = sorted(boxes)
     stacked = np.stack([boxes[i] for i in indices]) if indices else np.zeros((0, 4), np.int64)
     images = crop_faces([frames[i] for i in indices], stacked, crop_size) if indices else \

@@ -11,9 +11,10 @@ from ..face_detection import pick_face
 from ...models.speed import default_batch_size, split_on_oom
 from ..frames import to_uint8_half_up
 from .audio import mel_windows, melspectrogram
-from .crops import Upscale, crop_faces, crops_to_model, model_to_crops, paste_face, smooth_boxes
+from .crops import Upscale, crop_faces, crops_to_model, model_to_crops, paste_face
 from .diffusion import composite_lower_half, composite_with_mask, ddim_sample, seeded_noise
 from .flow_start import flow_guided_start
+from .tracks import track_boxes
 
 SamplingMask = Callable[[np.ndarray], np.ndarray]  # crops [B,S,S,3] -> masks [B,S,S], 1 = re-generate
 
@@ -25,29 +26,19 @@ def _inside_frame(face: Detection | None, height: int, width: int) -> bool:
     return face is not None and min(face[2], width) > max(face[0], 0) and min(face[3], height) > max(face[1], 0)
 
 
+def detect_face(frame: np.ndarray, detect: Detector, pick) -> Detection | None:
+    """The picked face of one frame, or None when there is none (or it lies outside the frame)."""
+    face = pick_face(detect(to_uint8_half_up(frame)), pick)
+    return face if _inside_frame(face, *frame.shape[:2]) else None
+
+
 def _detect_all(frames: np.ndarray, detect: Detector, pick, progress, total: int) -> list[Detection | None]:
-    height, width = frames.shape[1:3]
     faces = []
     for i, frame in enumerate(frames):
-        face = pick_face(detect(to_uint8_half_up(frame)), pick)
-        faces.append(face if _inside_frame(face, height, width) else None)
+        faces.append(detect_face(frame, detect, pick))
         if progress is not None:
             progress(i + 1, total)
     return faces
-
-
-def _smoothed_boxes(faces: list[Detection | None], frame_hw, pads, window: int) -> dict[int, np.ndarray]:
-    """Boxes for frames with a face; smoothing runs over each stretch of consecutive frames with faces."""
-    boxes, run = {}, []
-    for i, face in enumerate(faces + [None]):
-        if face is not None:
-            run.append(i)
-            continue
-        if run:
-            smoothed = smooth_boxes([faces[j][:4] for j in run], frame_hw, pads=pads, window=window)
-            boxes.update(zip(run, smoothed))
-            run = []
-    return boxes
 
 
 def _check_frames(frames: np.ndarray) -> None:
@@ -59,15 +50,21 @@ def _check_frames(frames: np.ndarray) -> None:
 
 def locate_faces(frames: np.ndarray, detect: Detector, pick: str | int = "largest",
                  pads: Sequence[int] = (0, 0, 0, 0), smooth_window: int = 5,
-                 progress: Callable[[int, int], None] | None = None) -> dict[int, np.ndarray]:
+                 progress: Callable[[int, int], None] | None = None, max_gap: int = 0,
+                 bridged: list | None = None) -> dict[int, np.ndarray]:
     """Detect, pick and smooth the face box of every frame: {frame index: (y1, y2, x1, x2)} for frames with a face.
 
-    Smoothing runs over each stretch of consecutive frames with a face (the reference's 5-frame window).
+    Smoothing runs over each stretch of consecutive frames with a face (the reference's 5-frame window).  Gaps of at
+    most ``max_gap`` frames between detected frames get interpolated boxes (see :class:`~.tracks.BoxTrack`); their
+    indices are appended to ``bridged`` when given.
     """
     frames = np.asarray(frames)
     _check_frames(frames)
     faces = _detect_all(frames, detect, pick, progress, len(frames))
-    return _smoothed_boxes(faces, frames.shape[1:3], pads, smooth_window)
+    boxes, bridged_frames = track_boxes(faces, frames.shape[1:3], pads, smooth_window, max_gap)
+    if bridged is not None:
+        bridged.extend(bridged_frames)
+    return boxes
 
 
 def generate_faces(model, crops: np.ndarray, mels: np.ndarray, steps: int, seed: int = 7,
@@ -172,7 +169,7 @@ def lipsync(frames: np.ndarray, wav_16k: np.ndarray, fps: float, model, detect: 
             pick: str | int = "largest",
             progress: Callable[[int, int], None] | None = None, upscale: Upscale | None = None,
             smooth_window: int = 5, paste_whole_box: bool = False, active_frames: np.ndarray | None = None,
-            flow_start: float = 0.0, sampling_mask: SamplingMask | None = None):
+            flow_start: float = 0.0, sampling_mask: SamplingMask | None = None, max_gap: int = 0):
     """Re-generate the mouth region of every frame with a face so the lips follow ``wav_16k``.
 
     frames: [N,H,W,3] RGB, uint8 or float 0..1; wav_16k: mono 16 kHz; fps: frame rate of ``frames`` (mel windows are
@@ -196,10 +193,12 @@ def lipsync(frames: np.ndarray, wav_16k: np.ndarray, fps: float, model, detect: 
     are then sampled one by one, in order.  ``sampling_mask`` (not in the reference): a function of each batch of
     crops returning what to re-generate instead of the lower half, e.g.
     :func:`pipelines.diff2lip_enhance.sampling_mask.lip_region_masks`.
+    ``max_gap``: detection gaps of at most this many frames between detected frames get interpolated boxes and
+    are generated like the others (longer gaps pass through).
 
     Returns (frames, mask, report): frames as the input's dtype/shape, mask float32 [N,H,W] = 1 where pixels were
-    written, report = {frames, faces_found, generated, passed_through, passed_through_frames, seconds}
-    (passed_through = frames without a face).
+    written, report = {frames, faces_found, generated, passed_through, passed_through_frames, bridged,
+    bridged_frames, seconds} (passed_through = frames without a face; faces_found includes bridged frames).
     """
     started = time.perf_counter()
     frames = np.asarray(frames)
@@ -221,7 +220,8 @@ def lipsync(frames: np.ndarray, wav_16k: np.ndarray, fps: float, model, detect: 
     # Detection ticks first, against an estimate that assumes a face in every frame; corrected once faces are known.
     estimate = progress_estimate(n, batch_size, steps)
     detect_progress = None if progress is None else (lambda done, _total: progress(done, estimate))
-    boxes = locate_faces(frames, detect, pick, pads, smooth_window, detect_progress)
+    bridged: list[int] = []
+    boxes = locate_faces(frames, detect, pick, pads, smooth_window, detect_progress, max_gap, bridged)
     to_generate = [i for i in sorted(boxes) if active[i]]
 
     output = frames.copy()
@@ -241,5 +241,6 @@ def lipsync(frames: np.ndarray, wav_16k: np.ndarray, fps: float, model, detect: 
             paste_generated(output, mask, batch, faces_out, batch_boxes, upscale)
     passed = [i for i in range(n) if i not in boxes]
     report = {"frames": n, "faces_found": len(boxes), "generated": len(to_generate), "passed_through": len(passed),
-              "passed_through_frames": passed, "seconds": time.perf_counter() - started}
+              "passed_through_frames": passed, "bridged": len(bridged), "bridged_frames": bridged,
+              "seconds": time.perf_counter() - started}
     return output, mask, report

@@ -138,6 +138,35 @@ def composite(original, generated, region_mask, lip_mask=None) -> np.ndarray:
     return out
 
 
+def lip_landmarks(original, generated, region_mask, landmarker=facemesh_landmarks,
+                  progress: Callable[[int, int], None] | None = None) -> dict:
+    """Landmarks of the original and of the generated frames: ``{original_points, original_found,
+    generated_points, generated_found}``, one entry per frame (frames are independent, so any slice of a clip gives
+    the same values for its frames)."""
+    first_half = None if progress is None else (lambda done, total: progress(done, 2 * total))
+    second_half = None if progress is None else (lambda done, total: progress(total + done, 2 * total))
+    original_points, original_found = landmarker(original, region_mask, first_half)
+    generated_points, generated_found = landmarker(generated, region_mask, second_half)
+    return {"original_points": original_points, "original_found": np.asarray(original_found, bool),
+            "generated_points": generated_points, "generated_found": np.asarray(generated_found, bool)}
+
+
+def masks_from_landmarks(region, marks: dict, expansions, feather: float, scheme: str) -> tuple[np.ndarray, np.ndarray]:
+    """Composite masks [N,H,W] from :func:`lip_landmarks` and one expansion per frame; returns ``(masks, fallback
+    frame indices)`` (no landmarks on either frame: the hard region mask is used there)."""
+    count, height, width = region.shape
+    lips = np.maximum(lip_polygon_masks(marks["original_points"], height, width, scheme, expansions, feather),
+                      lip_polygon_masks(marks["generated_points"], height, width, scheme, expansions, feather))
+    feather_px = feather * np.fmax(_corner_distance(marks["original_points"], scheme),
+                                   _corner_distance(marks["generated_points"], scheme))
+    masks = np.empty_like(region)
+    fallback = np.flatnonzero(~(marks["original_found"] | marks["generated_found"]))
+    for index in range(count):
+        masks[index] = lips[index] * feather_inside(region[index], np.nan_to_num(feather_px[index]))
+    masks[fallback] = region[fallback]
+    return masks, fallback
+
+
 def lip_composite_masks(original, generated, region_mask, expansion: float = DEFAULT_EXPANSION,
                         feather: float = DEFAULT_FEATHER, adaptive_gain: float = DEFAULT_ADAPTIVE_GAIN,
                         smooth_window: int = DEFAULT_SMOOTH_WINDOW, landmarker=facemesh_landmarks,
@@ -158,23 +187,12 @@ def lip_composite_masks(original, generated, region_mask, expansion: float = DEF
     original = as_frames(original, "original")
     generated = as_frames(generated, "generated")
     region = as_masks(region_mask, original, "region_mask")
-    count, height, width = region.shape
-    first_half = None if progress is None else (lambda done, total: progress(done, 2 * total))
-    second_half = None if progress is None else (lambda done, total: progress(total + done, 2 * total))
-    original_points, original_found = landmarker(original, region, first_half)
-    generated_points, generated_found = landmarker(generated, region, second_half)
-    opening = mouth_opening_ratio(generated_points, scheme)
+    count = len(region)
+    marks = lip_landmarks(original, generated, region, landmarker, progress)
+    opening = mouth_opening_ratio(marks["generated_points"], scheme)
     expansions = adaptive_expansion(opening, expansion, adaptive_gain, smooth_window) if adaptive_gain > 0 else \
         np.full(count, expansion, dtype=np.float32)
-    lips = np.maximum(lip_polygon_masks(original_points, height, width, scheme, expansions, feather),
-                      lip_polygon_masks(generated_points, height, width, scheme, expansions, feather))
-    feather_px = feather * np.fmax(_corner_distance(original_points, scheme),
-                                   _corner_distance(generated_points, scheme))
-    masks = np.empty_like(region)
-    fallback = np.flatnonzero(~(original_found | generated_found))
-    for index in range(count):
-        masks[index] = lips[index] * feather_inside(region[index], np.nan_to_num(feather_px[index]))
-    masks[fallback] = region[fallback]
+    masks, fallback = masks_from_landmarks(region, marks, expansions, feather, scheme)
     info = {"fallback_frames": fallback.tolist(), "num_fallback": int(fallback.size), "opening_ratio": opening,
             "expansion": expansions}
     return masks, info

@@ -39,16 +39,30 @@ def flow_temporal_smooth(generated, mask, strength: float = 0.5, method: str = "
     strength = check_unit_range(strength, "strength")
     out = generated.copy()
     for index in range(1, len(generated)):
-        box = mask_box((masks[index] > 0) | (masks[index - 1] > 0), FLOW_MARGIN_PX)
-        if box is not None and strength > 0:
-            current = np.ascontiguousarray(generated[index][box])
-            forward, valid = flow_with_validity(current, generated[index - 1][box], method, fb_tolerance_px)
-            warped_previous = warp_with_flow(out[index - 1][box], forward)
-            weight = strength * masks[index][box] * valid
-            out[index][box] = blend_inside(current, warped_previous, weight)
+        out[index] = flow_step(generated[index], masks[index], generated[index - 1], masks[index - 1], out[index - 1],
+                               strength, method, fb_tolerance_px)
         if progress is not None:
             progress(index, len(generated) - 1)
     return out
+
+
+def flow_step(current, mask, previous, previous_mask, previous_out, strength: float, method: str = "dis",
+              fb_tolerance_px: float = 1.0) -> np.ndarray:
+    """One frame of :func:`flow_temporal_smooth` (frames [H,W,3] float32, masks [H,W] in 0..1): what a stream
+    carries from frame to frame is the previous input, mask and output."""
+    out = current.copy()
+    box = mask_box((mask > 0) | (previous_mask > 0), FLOW_MARGIN_PX)
+    if box is not None and strength > 0:
+        crop = np.ascontiguousarray(current[box])
+        forward, valid = flow_with_validity(crop, previous[box], method, fb_tolerance_px)
+        warped_previous = warp_with_flow(previous_out[box], forward)
+        out[box] = blend_inside(crop, warped_previous, strength * mask[box] * valid)
+    return out
+
+
+def ema_step(current, mask, previous_out, strength: float) -> np.ndarray:
+    """One frame of :func:`ema_temporal_smooth`."""
+    return blend_inside(current, previous_out, strength * mask)
 
 
 def ema_temporal_smooth(generated, mask, strength: float = 0.5) -> np.ndarray:
@@ -61,5 +75,5 @@ def ema_temporal_smooth(generated, mask, strength: float = 0.5) -> np.ndarray:
     strength = check_unit_range(strength, "strength")
     out = generated.copy()
     for index in range(1, len(generated)):
-        out[index] = blend_inside(generated[index], out[index - 1], strength * masks[index])
+        out[index] = ema_step(generated[index], masks[index], out[index - 1], strength)
     return out

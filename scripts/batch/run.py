@@ -137,6 +137,9 @@ def make_tasks(prompt: dict, videos: list[Video], timeout: float):
 
 def _own_faces(reports: list[dict], chunk: Chunk) -> dict:
     """Faces found / passed-through frames among the chunk's own frames, from the lip-sync report(s)."""
+    # a streaming sink reports one entry per stage: the lip sync's is one of them
+    reports = [r for report in reports for r in [report, *(s["lip_sync"] for s in report.get("stages", [])
+                                                            if isinstance(s, dict) and "lip_sync" in s)]]
     for report in reports:
         if "frames" in report and "faces_found" in report:
             lo = chunk.start - chunk.context_start
