@@ -123,6 +123,16 @@ def register_module(module: torch.nn.Module, device: torch.device, on_unload: Ca
     return patcher
 
 
+_UNLOADED: list = []  # networks ComfyUI just unloaded, held until it is safe to free them (see ModelCache._release)
+
+
+def _bury_unloaded() -> None:
+    """Drop the networks ComfyUI unloaded since the last pack load (called outside ComfyUI's unload loop)."""
+    if _UNLOADED:
+        _UNLOADED.clear()
+        mm.soft_empty_cache()
+
+
 class ModelCache:
     """Loaded models keyed by (file, size, mtime, device, dtype, extra); a few entries, least recently used dropped.
 
@@ -140,6 +150,7 @@ class ModelCache:
         self._lock = threading.Lock()
 
     def get(self, path: str, device: torch.device, dtype: torch.dtype, load: Callable[[], object], extra=()):
+        _bury_unloaded()
         st = os.stat(path)
         key = (os.path.realpath(path), st.st_size, st.st_mtime_ns, str(device), str(dtype), tuple(extra))
         with self._lock:
@@ -183,6 +194,10 @@ class ModelCache:
                 self._released[key] = (weakref.ref(model), weakref.ref(patcher) if patcher else lambda: None)
             except TypeError:  # not weak-referenceable: simply forgotten
                 pass
+            # ComfyUI calls this from inside its unload loop; if the network died here, ComfyUI's finalizer would
+            # shrink its list of loaded models mid-loop and kill the prompt worker (IndexError).  Keep it alive
+            # until the next pack load, outside that loop.
+            _UNLOADED.append((model, patcher))
         log.info("TalkingHead: ComfyUI unloaded %s", os.path.basename(key[0]))
 
 

@@ -61,3 +61,21 @@ def test_loaded_model_is_registered_reused_and_released_by_free(comfy_server):
     text = _info(comfy_server, "auto")
     assert "managed by ComfyUI's model manager (loaded on cpu)" in text, text
     assert _count(comfy_server, loading) == loads + 2
+
+
+def test_free_with_several_pack_models_keeps_the_prompt_worker_alive(comfy_server):
+    """ComfyUI unloads models inside a loop over its list of loaded models; a pack network freed inside that loop
+    would run ComfyUI's finalizer, shrink the list mid-loop and kill the prompt worker (every later prompt hangs)."""
+    comfy_server.post("/free", {"unload_models": True, "free_memory": True})
+    time.sleep(1.0)
+    unloaded = "TalkingHead: ComfyUI unloaded tiny_unet.pt"
+    before = _count(comfy_server, unloaded)
+    for precision in ("fp32", "bf16", "fp16"):  # three cache entries, three registered networks
+        _info(comfy_server, precision)
+    status, _ = comfy_server.post("/free", {"unload_models": True, "free_memory": True})
+    assert status == 200
+    _wait_for_log(comfy_server, unloaded, before + 2)
+    time.sleep(1.0)
+    assert "Exception in thread" not in comfy_server.log()
+    text = _info(comfy_server, "fp32")  # the worker still runs prompts
+    assert "managed by ComfyUI's model manager (loaded on cpu)" in text, text
