@@ -37,11 +37,11 @@ class Diff2LipModelLoader(io.ComfyNode):
                 io.Combo.Input("precision", options=PRECISIONS, default="auto", tooltip=PRECISION_TOOLTIP),
                 io.Int.Input("num_head_channels", default=64, min=1, max=1024,
                              tooltip="Attention head width: the one size the checkpoint cannot tell. The release uses 64."),
-                io.Boolean.Input("compile", default=True, optional=True,
+                io.Boolean.Input("compile", default=False, optional=True,
                                  tooltip="torch.compile the UNet: about 1.4x faster sampling with the same output "
                                          "(float rounding), but the FIRST run compiles for a few minutes (about "
                                          "2 min on a 2-core CPU; cached on disk afterwards). Falls back to plain "
-                                         "PyTorch with a warning where compiling is impossible. Off = start at once."),
+                                         "PyTorch with a warning where compiling is impossible. Off (default) = start at once."),
             ],
             outputs=[DIFF2LIP_MODEL.Output(display_name="model")],
         )
@@ -51,7 +51,7 @@ class Diff2LipModelLoader(io.ComfyNode):
         return model_file_problem("diff2lip", ckpt_name, "Diff2Lip Model Loader") or True
 
     @classmethod
-    def execute(cls, ckpt_name, precision, num_head_channels=64, compile=True):
+    def execute(cls, ckpt_name, precision, num_head_channels=64, compile=False):
         from ..models.diff2lip import load_diff2lip
 
         path = resolve_model_file("diff2lip", ckpt_name, "Diff2Lip Model Loader")

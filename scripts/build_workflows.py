@@ -32,7 +32,7 @@ def _diff2lip_core(enhanced: bool) -> dict:
         "1": node("TalkingHeadLoadVideoStream", "Load Video", video=SAMPLE_VIDEO, start_frame=0, frame_count=0),
         "3": node("TalkingHeadLoadAudio", "Driving Speech", audio=SAMPLE_SPEECH),
         "5": node("Diff2LipModelLoader", "Diff2Lip Model", ckpt_name="checkpoint.pt", precision="auto",
-                  num_head_channels=64, compile=True),
+                  num_head_channels=64, compile=False),
         "6": node("Diff2LipFaceDetectorLoader", "Face Detector", detector="BlazeFace short-range (built-in)",
                   min_confidence=0.5, max_side=0),
         "7": node("Diff2LipLipSyncStream", "Lip Sync", stream=["1", 0], audio=["4" if enhanced else "3", 0],
