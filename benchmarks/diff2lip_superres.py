@@ -23,17 +23,8 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _import_pack():
-    sys.path.insert(0, str(REPO / "scripts"))
-    from import_pack import import_pack
-
-    import_pack()
-    sys.path.insert(0, str(REPO / "tests"))
-    import media
-
-    return media
+sys.path.insert(0, str(REPO / "benchmarks"))
+from pack import load_pack  # noqa: E402
 
 
 def _networks(weights: Path | None) -> dict:
@@ -79,7 +70,9 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--weights", type=Path, default=None, help="folder with RealESRGAN_x2plus/x4plus.pth")
     args = parser.parse_args(argv)
-    media = _import_pack()
+    load_pack()
+    import media
+
     from talkinghead.pipelines.diff2lip_enhance import sharpen_region
     from talkinghead.pipelines.diff2lip_enhance.superres import CropUpscaler
 

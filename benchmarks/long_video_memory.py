@@ -26,14 +26,8 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _import_pack():
-    sys.path.insert(0, str(REPO / "scripts"))
-    from import_pack import import_pack
-
-    import_pack()
-    sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "benchmarks"))
+from pack import load_pack  # noqa: E402
 
 
 class _SyntheticClip:
@@ -175,7 +169,7 @@ def main(argv=None) -> int:
     ap.add_argument("--fps", type=int, default=25)
     ap.add_argument("--avatar-size", type=int, default=512, help="GAGAvatar render side (a power of two)")
     args = ap.parse_args(argv)
-    _import_pack()
+    load_pack()
     size = tuple(int(v) for v in args.size.split("x"))
     with tempfile.TemporaryDirectory(prefix="long-video-memory-") as tmp:
         work = Path(tmp)

@@ -20,21 +20,11 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from pack import load_pack  # noqa: E402
 FPS = 25.0
 SAMPLE_RATE = 16000
 LEAD = 20
-
-
-def _import_pack():
-    sys.path.insert(0, str(REPO / "scripts"))
-    from import_pack import import_pack
-
-    import_pack()
-    sys.path.insert(0, str(REPO / "tests"))
-    import diff2lip_enhance_media
-    import media
-
-    return media, diff2lip_enhance_media
 
 
 def _voice(envelope: np.ndarray) -> np.ndarray:
@@ -127,7 +117,10 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=75)
     args = parser.parse_args(argv)
-    media, enhance_media = _import_pack()
+    load_pack()
+    import diff2lip_enhance_media as enhance_media
+    import media
+
     proxy(media, args.frames)
     artifacts(enhance_media)
     syncnet()
