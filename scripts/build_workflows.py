@@ -104,8 +104,8 @@ def gagavatar_plain() -> dict:
     return g
 
 
-def gagavatar_enhanced() -> dict:
-    g = _gagavatar_inputs()
+def _enhanced_driver(g: dict) -> dict:
+    """The driver enhancements both enhanced GAGAvatar graphs share: smoothing, region expression, gaze (ids 10-12)."""
     g["10"] = node("GAGAvatarSmoothDriver", "Temporal Smoothing", driver=["4", 0], method="rts", ema_alpha=0.5,
                    noise_ratio=0.1)
     g["11"] = node("GAGAvatarRegionExpression", "Region-Aware Expression", driver=["10", 0], flame=["2", 0],
@@ -113,6 +113,11 @@ def gagavatar_enhanced() -> dict:
                    blend=0.8)
     g["12"] = node("GAGAvatarGazeCorrect", "Gaze Correction", driver=["11", 0], flame=["2", 0], strength=0.7,
                    source=["3", 0])
+    return g
+
+
+def gagavatar_enhanced() -> dict:
+    g = _enhanced_driver(_gagavatar_inputs())
     _gagavatar_render(g, ["12", 0], ["14", 0])
     g["13"] = node("GAGAvatarDetailEnhanceStream", "Detail Enhance", stream=["6", 0], strength=0.3, inside_alpha=True)
     g["14"] = node("GAGAvatarEyeEnhanceStream", "Eye Enhance", stream=["13", 0], driver=["12", 0], flame=["2", 0],
@@ -191,14 +196,7 @@ def _gagavatar_render_images(g: dict, driver: list, frames_from: list) -> dict:
 
 
 def gagavatar_enhanced_images() -> dict:
-    g = _gagavatar_inputs()
-    g["10"] = node("GAGAvatarSmoothDriver", "Temporal Smoothing", driver=["4", 0], method="rts", ema_alpha=0.5,
-                   noise_ratio=0.1)
-    g["11"] = node("GAGAvatarRegionExpression", "Region-Aware Expression", driver=["10", 0], flame=["2", 0],
-                   eyes_weight=0.9, brows_weight=0.9, nose_weight=0.95, mouth_weight=0.7, cheeks_jaw_weight=0.85,
-                   blend=0.8)
-    g["12"] = node("GAGAvatarGazeCorrect", "Gaze Correction", driver=["11", 0], flame=["2", 0], strength=0.7,
-                   source=["3", 0])
+    g = _enhanced_driver(_gagavatar_inputs())
     _gagavatar_render_images(g, ["12", 0], ["14", 0])
     g["13"] = node("GAGAvatarDetailEnhance", "Detail Enhance", frames=["7", 0], strength=0.3, face_mask=["6", 1])
     g["14"] = node("GAGAvatarEyeEnhance", "Eye Enhance", frames=["13", 0], driver=["12", 0], flame=["2", 0],

@@ -196,6 +196,15 @@ class ColorMatchStage(Stage):
         return PerFrameRun(apply)
 
 
+def _masked_frames_run(region_stage, **settings) -> "PerFrameRun":
+    """A per-frame run of a frames+mask -> frames enhancement (the stream form of the IMAGE nodes' pattern)."""
+    def apply(items):
+        out = region_stage(_stack(items, "image"), _stack(items, "mask"), **settings)
+        for item, frame in zip(items, out):
+            item.image = frame
+    return PerFrameRun(apply)
+
+
 @dataclass(frozen=True)
 class DenoiseStage(Stage):
     method: str = "bilateral"
@@ -204,12 +213,7 @@ class DenoiseStage(Stage):
     def start(self, info):
         from ..diff2lip_enhance import denoise_region
 
-        def apply(items):
-            out = denoise_region(_stack(items, "image"), _stack(items, "mask"), method=self.method,
-                                 strength=self.strength)
-            for item, frame in zip(items, out):
-                item.image = frame
-        return PerFrameRun(apply)
+        return _masked_frames_run(denoise_region, method=self.method, strength=self.strength)
 
 
 @dataclass(frozen=True)
@@ -220,12 +224,7 @@ class SharpenStage(Stage):
     def start(self, info):
         from ..diff2lip_enhance import sharpen_region
 
-        def apply(items):
-            out = sharpen_region(_stack(items, "image"), _stack(items, "mask"), strength=self.strength,
-                                 sigma=self.sigma)
-            for item, frame in zip(items, out):
-                item.image = frame
-        return PerFrameRun(apply)
+        return _masked_frames_run(sharpen_region, strength=self.strength, sigma=self.sigma)
 
 
 @dataclass(frozen=True)
