@@ -237,6 +237,7 @@ class Diff2LipLipSyncStream(io.ComfyNode):
                 pad_top, pad_bottom, pad_left, pad_right, paste, close_mouth_in_silence, flow_guided_start=0.0,
                 max_gap=5, upscale_model=None):
         from ..pipelines.diff2lip.presets import PASTE_MODES, steps_for
+        from ..models.speed import default_batch_size
         from ..pipelines.stream.diff2lip import LipSyncStage
 
         check_audio(audio, "Diff2Lip Lip Sync (stream)")
@@ -245,7 +246,8 @@ class Diff2LipLipSyncStream(io.ComfyNode):
                              upscale=_crop_upscaler(upscale_model, model.device),
                              check_cancel=mm.throw_exception_if_processing_interrupted,
                              identity=f"{model.name}|{detector!r}|{upscale_model!r}",
-                             audio_signature=_audio_signature(audio), steps=steps, seed=seed, batch_size=batch_size,
+                             audio_signature=_audio_signature(audio), steps=steps, seed=seed,
+                             batch_size=batch_size or default_batch_size(model.device),
                              pads=(pad_top, pad_bottom, pad_left, pad_right), pick=_pick(face, face_index),
                              paste_whole_box=PASTE_MODES[paste], paste_name=paste,
                              close_mouth_in_silence=close_mouth_in_silence, flow_start=flow_guided_start,
