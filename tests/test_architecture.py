@@ -18,9 +18,13 @@ COMFY_MODULES = {"comfy", "comfy_api", "comfy_extras", "comfy_execution", "comfy
 MAX_NODE_FILE_LINES = 400
 # The two products' packages under pipelines/.  Everything else there (frames, optical_flow, face_detection,
 # face_landmarks, media, ...) is shared: both products import it and it imports neither.
+# Each product's streamed stages (pipelines/stream/<product>.py) belong to that product; the stream core and the
+# video source/sink (pipelines/stream/core.py, video.py) are shared and must not import either product.
 PRODUCTS = {
-    "Diff2Lip": ("pipelines.diff2lip", "pipelines.diff2lip_enhance", "pipelines.audio_enhance"),
-    "GAGAvatar": ("pipelines.gagavatar", "pipelines.gagavatar_enhance", "pipelines.tracking"),
+    "Diff2Lip": ("pipelines.diff2lip", "pipelines.diff2lip_enhance", "pipelines.audio_enhance",
+                 "pipelines.stream.diff2lip"),
+    "GAGAvatar": ("pipelines.gagavatar", "pipelines.gagavatar_enhance", "pipelines.tracking",
+                  "pipelines.stream.gagavatar"),
 }
 # A base stage never depends on its product's optional enhancements (hooks inside a sampler live with the base).
 BASE_AND_ENHANCEMENTS = (("pipelines.diff2lip", "pipelines.diff2lip_enhance"),
