@@ -6,7 +6,6 @@ import json
 import torch
 from comfy_api.latest import io
 
-from . import help_text
 from .common import image_to_numpy, log, mask_to_numpy, numpy_to_image, progress_callback, torch_device
 from .guards import check_audio, check_finite
 from .help_text import schema
@@ -14,6 +13,71 @@ from .paths import model_files, resolve_model_file
 
 ENHANCE = "TalkingHead/Diff2Lip/enhance"
 FACEMESH = "FaceMesh (built-in)"
+
+
+# Settings inputs of each enhancement stage, defined once for the IMAGE node and its stream form (nodes/stream_nodes.py).
+def lip_mask_settings() -> list:
+    from ..pipelines.diff2lip_enhance import lip_mask as defaults
+
+    return [
+        io.Combo.Input("mode", options=["lip mask", "hard box"], default="lip mask",
+                       tooltip="'hard box' = the plain generated region (the reference's paste)."),
+        io.Float.Input("expansion", default=defaults.DEFAULT_EXPANSION, min=0.5, max=3.0, step=0.05,
+                       tooltip="Lip polygon scale around its centre."),
+        io.Float.Input("feather", default=defaults.DEFAULT_FEATHER, min=0.0, max=1.0, step=0.01,
+                       tooltip="Soft edge width as a fraction of the mouth width."),
+        io.Float.Input("adaptive_gain", default=defaults.DEFAULT_ADAPTIVE_GAIN, min=0.0, max=5.0, step=0.1,
+                       tooltip="How much the expansion grows with the mouth-opening ratio (0 = fixed)."),
+        io.Int.Input("smooth_window", default=defaults.DEFAULT_SMOOTH_WINDOW, min=1, max=31,
+                     tooltip="Frames over which the opening ratio is smoothed."),
+        io.Combo.Input("landmarks", options=[FACEMESH, *model_files("face_detection")], default=FACEMESH,
+                       tooltip="Lip landmarks: MediaPipe FaceMesh (built in), or face-alignment's 68-point "
+                               "FAN (2DFAN4-11f355bf06.pth.tar in models/face_detection)."),
+    ]
+
+
+def color_match_settings() -> list:
+    return [
+        io.Combo.Input("method", options=["lab_meanstd", "histogram", "none"], default="lab_meanstd",
+                       tooltip="Lab mean/std transfer, per-channel Lab histogram matching, or none "
+                               "(white balance only)."),
+        io.Float.Input("band_px", default=8.0, min=1.0, max=64.0, step=1.0,
+                       tooltip="Width of the comparison band along the mask edge."),
+        io.Combo.Input("white_balance", options=["off", "gray_world", "shades_of_gray"], default="off",
+                       optional=True,
+                       tooltip="Before the transfer: scale the region's RGB so its illuminant (gray "
+                               "world, or shades of gray p=6, on the band) equals the original's."),
+    ]
+
+
+TEMPORAL_METHODS = {"flow (DIS)": "dis", "flow (Farneback)": "farneback", "plain EMA": "ema"}
+
+
+def temporal_settings() -> list:
+    return [
+        io.Float.Input("strength", default=0.5, min=0.0, max=1.0, step=0.05,
+                       tooltip="Weight of the warped previous frame."),
+        io.Combo.Input("method", options=["flow (DIS)", "flow (Farneback)", "plain EMA"],
+                       default="flow (DIS)", tooltip="Plain EMA is kept for comparison: it ghosts motion."),
+    ]
+
+
+def denoise_settings() -> list:
+    return [
+        io.Combo.Input("method", options=["bilateral", "nlm", "guided"], default="bilateral",
+                       tooltip="bilateral (fast), non-local means (strongest, slower) or guided filter."),
+        io.Float.Input("strength", default=0.5, min=0.0, max=1.0, step=0.05,
+                       tooltip="Filter range: higher removes more noise (bypass the node to disable)."),
+    ]
+
+
+def sharpen_settings() -> list:
+    return [
+        io.Float.Input("strength", default=0.3, min=0.0, max=1.0, step=0.05,
+                       tooltip="Unsharp amount; 0 leaves the frames unchanged."),
+        io.Float.Input("sigma", default=1.0, min=0.3, max=5.0, step=0.1,
+                       tooltip="Blur radius of the unsharp mask (size of the detail boosted)."),
+    ]
 
 
 class Diff2LipAudioCleanup(io.ComfyNode):
@@ -67,8 +131,6 @@ def _frames_and_mask(frames, mask, node: str, names=("frames", "mask")):
 class Diff2LipLipMaskComposite(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        from ..pipelines.diff2lip_enhance import lip_mask as defaults
-
         return io.Schema(
             node_id="Diff2LipLipMaskComposite",
             display_name="Diff2Lip Lip-Mask Composite",
@@ -80,19 +142,7 @@ class Diff2LipLipMaskComposite(io.ComfyNode):
                 io.Image.Input("original", tooltip="The frames that went into Diff2Lip Lip Sync."),
                 io.Image.Input("generated", tooltip="The frames that came out of it."),
                 io.Mask.Input("generated_mask", tooltip="Its generated_mask output."),
-                io.Combo.Input("mode", options=["lip mask", "hard box"], default="lip mask",
-                               tooltip="'hard box' = the plain generated region (the reference's paste)."),
-                io.Float.Input("expansion", default=defaults.DEFAULT_EXPANSION, min=0.5, max=3.0, step=0.05,
-                               tooltip="Lip polygon scale around its centre."),
-                io.Float.Input("feather", default=defaults.DEFAULT_FEATHER, min=0.0, max=1.0, step=0.01,
-                               tooltip="Soft edge width as a fraction of the mouth width."),
-                io.Float.Input("adaptive_gain", default=defaults.DEFAULT_ADAPTIVE_GAIN, min=0.0, max=5.0, step=0.1,
-                               tooltip="How much the expansion grows with the mouth-opening ratio (0 = fixed)."),
-                io.Int.Input("smooth_window", default=defaults.DEFAULT_SMOOTH_WINDOW, min=1, max=31,
-                             tooltip="Frames over which the opening ratio is smoothed."),
-                io.Combo.Input("landmarks", options=[FACEMESH, *model_files("face_detection")], default=FACEMESH,
-                               tooltip="Lip landmarks: MediaPipe FaceMesh (built in), or face-alignment's 68-point "
-                                       "FAN (2DFAN4-11f355bf06.pth.tar in models/face_detection)."),
+                *lip_mask_settings(),
             ],
             outputs=[io.Image.Output(display_name="frames"), io.Mask.Output(display_name="composite_mask")],
         )
@@ -136,15 +186,7 @@ class Diff2LipColorMatch(io.ComfyNode):
             description="Matches the generated region's colour to the surrounding original skin (Lab mean/std or "
                         "histogram, measured in a band along the region's edge).",
             inputs=[io.Image.Input("original"), io.Image.Input("generated"), io.Mask.Input("mask"),
-                    io.Combo.Input("method", options=["lab_meanstd", "histogram", "none"], default="lab_meanstd",
-                                   tooltip="Lab mean/std transfer, per-channel Lab histogram matching, or none "
-                                           "(white balance only)."),
-                    io.Float.Input("band_px", default=8.0, min=1.0, max=64.0, step=1.0,
-                                   tooltip="Width of the comparison band along the mask edge."),
-                    io.Combo.Input("white_balance", options=["off", "gray_world", "shades_of_gray"], default="off",
-                                   optional=True,
-                                   tooltip="Before the transfer: scale the region's RGB so its illuminant (gray "
-                                           "world, or shades of gray p=6, on the band) equals the original's.")],
+                    *color_match_settings()],
             outputs=[io.Image.Output(display_name="frames")],
         )
 
@@ -169,10 +211,7 @@ class Diff2LipTemporalSmooth(io.ComfyNode):
             description="Reduces flicker of the generated mouth by blending each frame with the previous output "
                         "warped by optical flow (no motion smear); occluded pixels are left alone.",
             inputs=[io.Image.Input("frames"), io.Mask.Input("mask"),
-                    io.Float.Input("strength", default=0.5, min=0.0, max=1.0, step=0.05,
-                                   tooltip="Weight of the warped previous frame."),
-                    io.Combo.Input("method", options=["flow (DIS)", "flow (Farneback)", "plain EMA"],
-                                   default="flow (DIS)", tooltip="Plain EMA is kept for comparison: it ghosts motion.")],
+                    *temporal_settings()],
             outputs=[io.Image.Output(display_name="frames")],
         )
 
@@ -181,10 +220,10 @@ class Diff2LipTemporalSmooth(io.ComfyNode):
         from ..pipelines.diff2lip_enhance import ema_temporal_smooth, flow_temporal_smooth
 
         array, masks = _frames_and_mask(frames, mask, "Diff2Lip Temporal Smooth")
-        if method == "plain EMA":
+        if TEMPORAL_METHODS[method] == "ema":
             out = ema_temporal_smooth(array, masks, strength)
         else:
-            out = flow_temporal_smooth(array, masks, strength, method="dis" if "DIS" in method else "farneback",
+            out = flow_temporal_smooth(array, masks, strength, method=TEMPORAL_METHODS[method],
                                        progress=progress_callback(len(array)))
         return io.NodeOutput(numpy_to_image(out))
 
@@ -199,10 +238,7 @@ class Diff2LipDenoiseRegion(io.ComfyNode):
             description="Edge-preserving denoise of the generated region only (bilateral, non-local means or guided "
                         "filter); everything outside the mask is left bit-for-bit.",
             inputs=[io.Image.Input("frames"), io.Mask.Input("mask"),
-                    io.Combo.Input("method", options=["bilateral", "nlm", "guided"], default="bilateral",
-                                   tooltip="bilateral (fast), non-local means (strongest, slower) or guided filter."),
-                    io.Float.Input("strength", default=0.5, min=0.0, max=1.0, step=0.05,
-                                   tooltip="Filter range: higher removes more noise (bypass the node to disable).")],
+                    *denoise_settings()],
             outputs=[io.Image.Output(display_name="frames")],
         )
 
@@ -225,10 +261,7 @@ class Diff2LipSharpen(io.ComfyNode):
             description="Unsharp mask on the generated region, feathered; brightness is preserved (flat areas do not "
                         "change), edges gain contrast. Outside the mask nothing changes.",
             inputs=[io.Image.Input("frames"), io.Mask.Input("mask"),
-                    io.Float.Input("strength", default=0.3, min=0.0, max=1.0, step=0.05,
-                                   tooltip="Unsharp amount; 0 leaves the frames unchanged."),
-                    io.Float.Input("sigma", default=1.0, min=0.3, max=5.0, step=0.1,
-                                   tooltip="Blur radius of the unsharp mask (size of the detail boosted).")],
+                    *sharpen_settings()],
             outputs=[io.Image.Output(display_name="frames")],
         )
 

@@ -6,7 +6,6 @@ import dataclasses
 import torch
 from comfy_api.latest import io
 
-from . import help_text
 from .common import PRECISION_TOOLTIP, PRECISIONS, LoadedModel, ModelCache, resolve_dtype, torch_device
 from .guards import node_errors
 from .help_text import schema

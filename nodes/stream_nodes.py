@@ -14,10 +14,11 @@ from comfy_api.latest import io
 
 from .common import image_to_numpy, log, progress_callback
 from .guards import check_audio, check_finite, check_fps, file_signature, input_file
-from .diff2lip_enhance_nodes import FACEMESH
+from .diff2lip_enhance_nodes import (FACEMESH, TEMPORAL_METHODS, color_match_settings, denoise_settings,
+                                     lip_mask_settings, sharpen_settings, temporal_settings)
 from .diff2lip_lipsync_nodes import (_crop_upscaler, _face_inputs, _paste_input, _pick, _sampling_inputs,
                                      _validate_steps)
-from .paths import model_files, resolve_model_file
+from .paths import resolve_model_file
 from .sockets import DIFF2LIP_MODEL, FACE_DETECTOR, FRAME_STREAM
 
 CATEGORY = "TalkingHead/stream"
@@ -274,12 +275,7 @@ class Diff2LipLipMaskCompositeStream(io.ComfyNode):
                         "node); works on a stream after Diff2Lip Lip Sync (stream).",
             inputs=[
                 FRAME_STREAM.Input("stream", tooltip=STREAM_TIP),
-                io.Combo.Input("mode", options=["lip mask", "hard box"], default="lip mask"),
-                io.Float.Input("expansion", default=1.2, min=0.5, max=3.0, step=0.05),
-                io.Float.Input("feather", default=0.2, min=0.0, max=1.0, step=0.01),
-                io.Float.Input("adaptive_gain", default=1.0, min=0.0, max=5.0, step=0.1),
-                io.Int.Input("smooth_window", default=5, min=1, max=31),
-                io.Combo.Input("landmarks", options=[FACEMESH, *model_files("face_detection")], default=FACEMESH),
+                *lip_mask_settings(),
             ],
             outputs=[FRAME_STREAM.Output(display_name="stream")],
         )
@@ -314,10 +310,7 @@ class Diff2LipColorMatchStream(io.ComfyNode):
             description="Colour Match on a stream, in the stream's latest mask (the composite mask after a Lip-Mask "
                         "Composite, else the generated region).",
             inputs=[FRAME_STREAM.Input("stream", tooltip=STREAM_TIP),
-                    io.Combo.Input("method", options=["lab_meanstd", "histogram"], default="lab_meanstd"),
-                    io.Float.Input("band_px", default=8.0, min=1.0, max=64.0, step=1.0),
-                    io.Combo.Input("white_balance", options=["off", "gray_world", "shades_of_gray"], default="off",
-                                   optional=True, tooltip="As Diff2Lip Colour Match: applied before the method.")],
+                    *color_match_settings()],
             outputs=[FRAME_STREAM.Output(display_name="stream")],
         )
 
@@ -337,9 +330,7 @@ class Diff2LipTemporalSmoothStream(io.ComfyNode):
             category=DIFF2LIP,
             description="Temporal Smooth on a stream (the previous frame is carried across chunks).",
             inputs=[FRAME_STREAM.Input("stream", tooltip=STREAM_TIP),
-                    io.Float.Input("strength", default=0.5, min=0.0, max=1.0, step=0.05),
-                    io.Combo.Input("method", options=["flow (DIS)", "flow (Farneback)", "plain EMA"],
-                                   default="flow (DIS)")],
+                    *temporal_settings()],
             outputs=[FRAME_STREAM.Output(display_name="stream")],
         )
 
@@ -347,8 +338,7 @@ class Diff2LipTemporalSmoothStream(io.ComfyNode):
     def execute(cls, stream, strength, method):
         from ..pipelines.stream.diff2lip import TemporalSmoothStage
 
-        kind = {"flow (DIS)": "dis", "flow (Farneback)": "farneback", "plain EMA": "ema"}[method]
-        return io.NodeOutput(stream.then(TemporalSmoothStage(strength, kind)))
+        return io.NodeOutput(stream.then(TemporalSmoothStage(strength, TEMPORAL_METHODS[method])))
 
 
 class Diff2LipDenoiseRegionStream(io.ComfyNode):
@@ -360,8 +350,7 @@ class Diff2LipDenoiseRegionStream(io.ComfyNode):
             category=DIFF2LIP,
             description="Artifact Reduction on a stream, in the stream's latest mask.",
             inputs=[FRAME_STREAM.Input("stream", tooltip=STREAM_TIP),
-                    io.Combo.Input("method", options=["bilateral", "nlm", "guided"], default="bilateral"),
-                    io.Float.Input("strength", default=0.5, min=0.0, max=1.0, step=0.05)],
+                    *denoise_settings()],
             outputs=[FRAME_STREAM.Output(display_name="stream")],
         )
 
@@ -381,8 +370,7 @@ class Diff2LipSharpenStream(io.ComfyNode):
             category=DIFF2LIP,
             description="Sharpen Mouth on a stream, in the stream's latest mask.",
             inputs=[FRAME_STREAM.Input("stream", tooltip=STREAM_TIP),
-                    io.Float.Input("strength", default=0.3, min=0.0, max=1.0, step=0.05),
-                    io.Float.Input("sigma", default=1.0, min=0.3, max=5.0, step=0.1)],
+                    *sharpen_settings()],
             outputs=[FRAME_STREAM.Output(display_name="stream")],
         )
 
