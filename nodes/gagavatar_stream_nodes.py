@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
+from . import help_text
 from .gagavatar_nodes import RASTERIZERS, _autocast, _check_same_model
 from .sockets import FLAME_MODEL, FRAME_STREAM, GAGAVATAR_AVATAR, GAGAVATAR_DRIVER, GAGAVATAR_MODEL, GAGAVATAR_SOURCE
 
@@ -23,9 +24,10 @@ class GAGAvatarAnimateStream(io.ComfyNode):
                         "alpha for Detail Enhance (stream).",
             inputs=[GAGAVATAR_MODEL.Input("model"), FLAME_MODEL.Input("flame"), GAGAVATAR_AVATAR.Input("avatar"),
                     GAGAVATAR_DRIVER.Input("driver"),
-                    io.Int.Input("batch_size", default=1, min=1, max=64, tooltip="Frames rendered per step."),
-                    io.Boolean.Input("reference_noise", default=False,
-                                     tooltip="Fresh random refiner noise per frame, as the official code (shimmers)."),
+                    io.Int.Input("batch_size", default=1, min=1, max=64,
+                                 tooltip=help_text.batch_size("Frames per FLAME/rasteriser/refiner call",
+                                                              "One batch of 32 MB splats is alive at a time.")),
+                    io.Boolean.Input("reference_noise", default=False, tooltip=help_text.REFERENCE_NOISE),
                     io.Combo.Input("rasterizer", options=RASTERIZERS, default="auto",
                                    tooltip="auto = gsplat on CUDA when installed, else the pure-PyTorch kernel.")],
             outputs=[FRAME_STREAM.Output(display_name="stream"), io.Float.Output(display_name="fps")],

@@ -54,6 +54,25 @@ EXPECTED_NODES = {
     "Diff2LipArtifactCheck": ({"frames", "mask", "replace", "blockiness_limit", "spike_mads"}, ["IMAGE", "STRING"]),
     "GAGAvatarSelfReenactMetrics": ({"driver_frames", "rendered"}, ["STRING", "IMAGE"]),
     "TalkingHeadSaveFramesLossless": ({"images", "fps", "filename_prefix", "keep_start", "keep_count"}, []),
+    # frame streams (long clips in bounded memory)
+    "TalkingHeadLoadVideoStream": ({"video", "start_frame", "frame_count"},
+                                   ["TALKINGHEAD_FRAME_STREAM", "AUDIO", "FLOAT", "INT"]),
+    "TalkingHeadImagesToStream": ({"images", "audio", "fps"}, ["TALKINGHEAD_FRAME_STREAM"]),
+    "TalkingHeadStreamToImages": ({"stream", "chunk_size"}, ["IMAGE", "MASK", "AUDIO", "FLOAT"]),
+    "TalkingHeadEncodeStream": ({"stream", "audio", "codec", "crf", "chunk_size"}, ["VIDEO", "STRING"]),
+    "Diff2LipLipSyncStream": ({"stream", "audio", "model", "detector", "quality", "custom_steps", "seed", "batch_size",
+                               "face", "face_index", "paste", "close_mouth_in_silence", "max_gap", "upscale_model"},
+                              ["TALKINGHEAD_FRAME_STREAM", "AUDIO"]),
+    "Diff2LipLipMaskCompositeStream": ({"stream", "mode", "expansion", "feather", "adaptive_gain", "landmarks",
+                                        "smooth_window"}, ["TALKINGHEAD_FRAME_STREAM"]),
+    "Diff2LipColorMatchStream": ({"stream", "method", "white_balance", "band_px"}, ["TALKINGHEAD_FRAME_STREAM"]),
+    "Diff2LipTemporalSmoothStream": ({"stream", "strength", "method"}, ["TALKINGHEAD_FRAME_STREAM"]),
+    "Diff2LipDenoiseRegionStream": ({"stream", "method", "strength"}, ["TALKINGHEAD_FRAME_STREAM"]),
+    "Diff2LipSharpenStream": ({"stream", "strength", "sigma"}, ["TALKINGHEAD_FRAME_STREAM"]),
+    "GAGAvatarAnimateStream": ({"model", "flame", "avatar", "driver", "batch_size", "reference_noise", "rasterizer"},
+                               ["TALKINGHEAD_FRAME_STREAM", "FLOAT"]),
+    "GAGAvatarDetailEnhanceStream": ({"stream", "strength", "inside_alpha"}, ["TALKINGHEAD_FRAME_STREAM"]),
+    "GAGAvatarEyeEnhanceStream": ({"stream", "driver", "flame", "source", "strength"}, ["TALKINGHEAD_FRAME_STREAM"]),
 }
 
 

@@ -122,7 +122,7 @@ def test_reference_mode_with_the_tiny_network_is_deterministic_and_8_bit(tiny, f
 
 def test_plain_workflow_uses_exactly_the_release_settings():
     lip_sync = [n for n in json.loads((WORKFLOWS / "diff2lip_api.json").read_text()).values()
-                if n["class_type"] == "Diff2LipLipSync"]
+                if n["class_type"] == "Diff2LipLipSyncStream"]  # the plain workflow streams file to file
     assert len(lip_sync) == 1
     inputs = lip_sync[0]["inputs"]
     assert QUALITY_PRESETS[inputs["quality"]] == 25 and inputs["seed"] == 7
