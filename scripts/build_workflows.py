@@ -31,10 +31,7 @@ def _diff2lip_core(enhanced: bool) -> dict:
     g = {
         "1": node("TalkingHeadLoadVideoStream", "Load Video", video=SAMPLE_VIDEO, start_frame=0, frame_count=0),
         "3": node("TalkingHeadLoadAudio", "Driving Speech", audio=SAMPLE_SPEECH),
-        "5": node("Diff2LipModelLoader", "Diff2Lip Model", ckpt_name="checkpoint.pt", precision="auto",
-                  num_head_channels=64, compile=False),
-        "6": node("Diff2LipFaceDetectorLoader", "Face Detector", detector="BlazeFace short-range (built-in)",
-                  min_confidence=0.5, max_side=0),
+        **_diff2lip_loaders(),
         "7": node("Diff2LipLipSyncStream", "Lip Sync", stream=["1", 0], audio=["4" if enhanced else "3", 0],
                   model=["5", 0], detector=["6", 0], quality="high" if enhanced else "balanced", custom_steps=25,
                   seed=7, batch_size=0, face="largest" if enhanced else "most confident", face_index=0, pad_top=0,
@@ -56,6 +53,16 @@ def _encode(g: dict, frames_from: list, prefix: str) -> dict:
                    chunk_size=8)
     g["15"] = node("SaveVideo", "Save Video", video=["14", 0], filename_prefix=prefix, format="auto", codec="auto")
     return g
+
+
+def _diff2lip_loaders() -> dict:
+    """The model and face-detector loaders (ids 5, 6) every Diff2Lip graph shares."""
+    return {
+        "5": node("Diff2LipModelLoader", "Diff2Lip Model", ckpt_name="checkpoint.pt", precision="auto",
+                  num_head_channels=64, compile=False),
+        "6": node("Diff2LipFaceDetectorLoader", "Face Detector", detector="BlazeFace short-range (built-in)",
+                  min_confidence=0.5, max_side=0),
+    }
 
 
 def diff2lip_plain() -> dict:
@@ -140,10 +147,7 @@ def _diff2lip_core_images(enhanced: bool) -> dict:
         "1": node("LoadVideo", "Load Video", file=SAMPLE_VIDEO),
         "2": node("GetVideoComponents", "Video Components", video=["1", 0]),
         "3": node("TalkingHeadLoadAudio", "Driving Speech", audio=SAMPLE_SPEECH),
-        "5": node("Diff2LipModelLoader", "Diff2Lip Model", ckpt_name="checkpoint.pt", precision="auto",
-                  num_head_channels=64),
-        "6": node("Diff2LipFaceDetectorLoader", "Face Detector", detector="BlazeFace short-range (built-in)",
-                  min_confidence=0.5, max_side=0),
+        **_diff2lip_loaders(),
         "7": node("Diff2LipLipSync", "Lip Sync", frames=["2", 0], audio=["4" if enhanced else "3", 0], fps=["2", 2],
                   model=["5", 0], detector=["6", 0], quality="high" if enhanced else "balanced", custom_steps=25,
                   seed=7, batch_size=8, face="largest" if enhanced else "most confident", face_index=0, pad_top=0,
