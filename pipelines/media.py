@@ -113,7 +113,7 @@ def free_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
         number += 1
 
 
-def _write_atomically(path, overwrite: bool, write) -> Path:
+def write_atomically(path, overwrite: bool, write) -> Path:
     """Call ``write(temp_path)`` on a temp file beside ``path`` (same suffix), then move it into place."""
     target = free_path(path, overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -149,7 +149,7 @@ def read_audio(path: str | os.PathLike) -> dict:
     try:
         samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except soundfile.LibsndfileError:
-        audio = _decode_audio_av(path)
+        audio = decode_audio_av(path)
         if audio is None:
             raise ValueError(f"{path}: no audio stream found") from None
         return audio
@@ -166,7 +166,7 @@ def write_wav(path: str | os.PathLike, waveform, sample_rate: int, overwrite: bo
         samples = samples[0]
     samples = np.atleast_2d(samples).T  # soundfile wants [T, C]
     write = lambda temp: soundfile.write(temp, samples, int(sample_rate), subtype=subtype, format="WAV")  # noqa: E731
-    return _write_atomically(path, overwrite, write)
+    return write_atomically(path, overwrite, write)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -193,10 +193,10 @@ def read_video(path: str | os.PathLike):
         frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
     if not frames:
         raise ValueError(f"{path}: the video stream has no frames")
-    return np.stack(frames), fps, _decode_audio_av(path)
+    return np.stack(frames), fps, decode_audio_av(path)
 
 
-def _decode_audio_av(path: Path) -> dict | None:
+def decode_audio_av(path: Path) -> dict | None:
     import av
 
     with av.open(str(path)) as container:
@@ -241,7 +241,7 @@ def _frames_to_uint8(frames) -> np.ndarray:
     return array if array.dtype == np.uint8 else to_uint8(array.astype(np.float32))
 
 
-def _even_size(frames: np.ndarray) -> np.ndarray:
+def even_size(frames: np.ndarray) -> np.ndarray:
     """yuv420p needs even width and height: repeat the last row/column where one is odd."""
     pad_h, pad_w = frames.shape[1] % 2, frames.shape[2] % 2
     if pad_h or pad_w:
@@ -256,12 +256,12 @@ def write_video(path: str | os.PathLike, frames, fps: float, audio: dict | None 
     Odd sizes get their last row/column repeated.  ``audio`` is a ComfyUI AUDIO dict; it is muxed as is (use
     :func:`fit_audio_to_frames` first to make it match the video).  ``progress(done, total)`` is called per frame.
     """
-    frames = _even_size(_frames_to_uint8(frames))
+    frames = even_size(_frames_to_uint8(frames))
     if fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
     if len(frames) == 0:
         raise ValueError("frames: nothing to write (0 frames)")
-    return _write_atomically(path, overwrite, lambda temp: _encode(temp, frames, fps, audio, crf, progress))
+    return write_atomically(path, overwrite, lambda temp: _encode(temp, frames, fps, audio, crf, progress))
 
 
 def _encode(temp: str, frames: np.ndarray, fps: float, audio: dict | None, crf: int, progress) -> None:
@@ -272,19 +272,19 @@ def _encode(temp: str, frames: np.ndarray, fps: float, audio: dict | None, crf: 
         video.width, video.height = frames.shape[2], frames.shape[1]
         video.pix_fmt = "yuv420p"
         video.options = {"crf": str(crf)}
-        sound = _add_audio_stream(container, audio) if audio is not None else None
+        sound = add_audio_stream(container, audio) if audio is not None else None
         if sound is not None:
-            _mux(container, sound[0], sound[1])
+            encode_and_mux(container, sound[0], sound[1])
         for index, frame in enumerate(frames):
-            _mux(container, video, av.VideoFrame.from_ndarray(frame, format="rgb24"))
+            encode_and_mux(container, video, av.VideoFrame.from_ndarray(frame, format="rgb24"))
             if progress is not None:
                 progress(index + 1, len(frames))
-        _mux(container, video, None)
+        encode_and_mux(container, video, None)
         if sound is not None:
-            _mux(container, sound[0], None)
+            encode_and_mux(container, sound[0], None)
 
 
-def _add_audio_stream(container, audio: dict):
+def add_audio_stream(container, audio: dict):
     import av
 
     samples = _as_numpy(audio["waveform"])
@@ -300,6 +300,7 @@ def _add_audio_stream(container, audio: dict):
     return stream, frame
 
 
-def _mux(container, stream, frame) -> None:
+def encode_and_mux(container, stream, frame) -> None:
+    """Encode one frame (``None`` flushes the encoder) and write its packets into the container."""
     for packet in stream.encode(frame):
         container.mux(packet)

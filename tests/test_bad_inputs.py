@@ -5,14 +5,11 @@ Cases that involve a prompt go through the real ComfyUI server (``comfy_server``
 """
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
 import pickle
 import random
-import re
-import shutil
 import subprocess
 import sys
 import threading

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from talkinghead.pipelines.media import make_audio, read_video, write_video, write_wav
+from talkinghead.pipelines.media import read_video, write_video, write_wav
 from talkinghead.pipelines.gagavatar import read_tracked
 from talkinghead.scripts.build_workflows import (GRAPHS, SAMPLE_PORTRAIT, SAMPLE_SPEECH, SAMPLE_VIDEO, WORKFLOWS,
                                                  _input_specs)

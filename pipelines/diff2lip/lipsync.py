@@ -104,7 +104,7 @@ def paste_generated(output: np.ndarray, mask: np.ndarray, indices: Sequence[int]
         mask[i, y1:y2, x1:x2] = 1.0
 
 
-def _crops_8bit(frames: Sequence[np.ndarray], boxes: np.ndarray, size: int) -> np.ndarray:
+def crops_8bit(frames: Sequence[np.ndarray], boxes: np.ndarray, size: int) -> np.ndarray:
     """The release's crops, resized in uint8; only each box is rounded to 8 bits (no 8-bit copy of whole frames)."""
     return np.stack([crop_faces([to_uint8_half_up(frame[y1:y2, x1:x2])], np.array([[0, y2 - y1, 0, x2 - x1]]),
                                 size)[0] for frame, (y1, y2, x1, x2) in zip(frames, boxes)])
@@ -226,7 +226,7 @@ def lipsync(frames: np.ndarray, wav_16k: np.ndarray, fps: float, model, detect: 
 
     output = frames.copy()
     mask = np.zeros((n, height, width), dtype=np.float32)
-    crop = _crops_8bit if paste_whole_box else crop_faces  # the release crops, generates and pastes in uint8
+    crop = crops_8bit if paste_whole_box else crop_faces  # the release crops, generates and pastes in uint8
 
     def crops_for(batch):
         return crop([frames[i] for i in batch], np.stack([boxes[i] for i in batch]), model.image_size)

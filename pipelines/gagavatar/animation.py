@@ -140,7 +140,7 @@ def render_splat(model, avatar, t_points: torch.Tensor, transform, autocast_dtyp
                      torch.zeros(channels, device=device), backend=backend)
 
 
-def _splat_batch(model, flame, avatar, source_shape, driver, start, stop, autocast_dtype,
+def splat_batch(model, flame, avatar, source_shape, driver, start, stop, autocast_dtype,
                  on_frame: Callable[[int], None] | None = None,
                  backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
     """Splats [B,C,S,S] and alphas [B,S,S] of driver frames start..stop-1."""
@@ -156,7 +156,7 @@ def _splat_batch(model, flame, avatar, source_shape, driver, start, stop, autoca
     return torch.stack(splats), torch.stack(alphas)
 
 
-def _refine_batch(model, splats: torch.Tensor, randomize_noise: bool, autocast_dtype) -> np.ndarray:
+def refine_batch(model, splats: torch.Tensor, randomize_noise: bool, autocast_dtype) -> np.ndarray:
     device, _ = _model_device_dtype(model)
     with torch.no_grad(), _autocast(device, autocast_dtype):
         rgb = model.refine(splats.to(device), randomize_noise=randomize_noise)
@@ -178,7 +178,7 @@ def splat_frames(model, flame, avatar, source_shape, driver, batch_size: int = 1
     if total == 0:
         raise ValueError("the driver has no frames")
     report = None if progress is None else (lambda done: progress(done, total))
-    batches = [_splat_batch(model, flame, avatar, source_shape, driver, start, min(start + batch_size, total),
+    batches = [splat_batch(model, flame, avatar, source_shape, driver, start, min(start + batch_size, total),
                             autocast_dtype, report, backend) for start in range(0, total, batch_size)]
     splats = torch.cat([s.cpu() for s, _ in batches])
     return (splats, torch.cat([a.cpu() for _, a in batches])) if return_alpha else splats
@@ -197,7 +197,7 @@ def refine_splats(model, splats, batch_size: int = 1, progress: Progress = None,
         raise ValueError(f"splats must be [T,C,H,W], got {tuple(splats.shape)}")
     total, frames = splats.shape[0], []
     for start in range(0, total, batch_size):
-        frames.append(split_on_oom(lambda a, b: _refine_batch(model, splats[a:b], randomize_noise, autocast_dtype),
+        frames.append(split_on_oom(lambda a, b: refine_batch(model, splats[a:b], randomize_noise, autocast_dtype),
                                    start, min(start + batch_size, total), np.concatenate, "GAGAvatar refiner"))
         if progress is not None:
             for done in range(start + 1, start + frames[-1].shape[0] + 1):
@@ -229,9 +229,9 @@ def animate(model, flame, avatar, source_shape, driver, batch_size: int = 1, pro
     frames, kept_splats = [], []
     for start in range(0, total, batch_size):
         stop = min(start + batch_size, total)
-        splats, _ = _splat_batch(model, flame, avatar, source_shape, driver, start, stop, autocast_dtype,
+        splats, _ = splat_batch(model, flame, avatar, source_shape, driver, start, stop, autocast_dtype,
                                  backend=backend)
-        frames.append(_refine_batch(model, splats, randomize_noise, autocast_dtype))
+        frames.append(refine_batch(model, splats, randomize_noise, autocast_dtype))
         if return_splats:
             kept_splats.append(splats.cpu())
         if progress is not None:

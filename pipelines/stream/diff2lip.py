@@ -16,7 +16,7 @@ import numpy as np
 from ..diff2lip.audio import mel_windows, melspectrogram
 from ..diff2lip.crops import crop_faces
 from ..diff2lip.flow_start import flow_guided_start
-from ..diff2lip.lipsync import _crops_8bit, detect_face, generate_faces, paste_generated, paste_whole_boxes_8bit
+from ..diff2lip.lipsync import crops_8bit, detect_face, generate_faces, paste_generated, paste_whole_boxes_8bit
 from ..diff2lip.tracks import BoxTrack
 from ..media import fit_audio_to_frames, make_audio
 from .core import FrameItem, PerFrameRun, Stage, StageRun, StreamInfo, not_signed
@@ -112,7 +112,7 @@ class _LipSyncRun(StageRun):
         boxes = np.stack([entry[1] for entry in batch])
         frames = np.stack([entry[0].image for entry in batch])
         # As the whole-clip lipsync: the release's whole-box paste crops, generates and pastes in 8 bits
-        crop = _crops_8bit if stage.paste_whole_box else crop_faces
+        crop = crops_8bit if stage.paste_whole_box else crop_faces
         crops = crop(list(frames), boxes, stage.model.image_size)
         if self.skip and self.previous is not None and self.previous[0] == indices[0] - 1:
             x_init = flow_guided_start(stage.model, self.previous[2], self.previous[1], crops[0], stage.steps,

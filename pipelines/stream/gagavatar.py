@@ -41,7 +41,7 @@ class AvatarRenderSource(Source):
             yield item.image
 
     def items(self, start: int = 0) -> Iterator[FrameItem]:
-        from ..gagavatar.animation import _refine_batch, _splat_batch
+        from ..gagavatar.animation import refine_batch, splat_batch
         from ..gagavatar.driver import as_driver
 
         driver, total = as_driver(self.driver), len(self.driver)
@@ -51,9 +51,9 @@ class AvatarRenderSource(Source):
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         for first in range(start - start % self.batch_size, total, self.batch_size):
             stop = min(first + self.batch_size, total)
-            splats, alphas = _splat_batch(self.model, self.flame, self.avatar, self.source_shape, driver, first, stop,
+            splats, alphas = splat_batch(self.model, self.flame, self.avatar, self.source_shape, driver, first, stop,
                                           self.autocast_dtype, backend=self.backend)
-            rgb = _refine_batch(self.model, splats, self.randomize_noise, self.autocast_dtype)
+            rgb = refine_batch(self.model, splats, self.randomize_noise, self.autocast_dtype)
             alphas = alphas.clamp(0, 1).float().cpu().numpy()
             del splats  # the only splats alive are this batch's
             for k in range(stop - first):

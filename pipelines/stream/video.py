@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..media import _add_audio_stream, _decode_audio_av, _mux, _write_atomically, fit_audio_to_frames
+from ..media import add_audio_stream, decode_audio_av, encode_and_mux, write_atomically, fit_audio_to_frames
 from .core import FrameStream, Source, StreamInfo
 
 # Frame-to-frame timestamp spread (in frame durations) beyond which a clip counts as variable frame rate.
@@ -115,7 +115,7 @@ class VideoSource(Source):
     def audio(self) -> dict | None:
         """The file's own audio for this range, at its own sample rate and channels (None without audio); decoded
         once (a few MB a minute), as consumers need it whole to place it by time."""
-        audio = _decode_audio_av(Path(self.path))
+        audio = decode_audio_av(Path(self.path))
         if audio is None:
             return None
         rate, fps = audio["sample_rate"], self._probe.fps
@@ -246,9 +246,9 @@ def encode_stream(stream: FrameStream, path: str | os.PathLike, crf: int = 18, c
             video.options = options(crf)
             if codec == "h265":
                 video.codec_tag = "hvc1"  # plays in QuickTime/browsers
-            sound = _add_audio_stream(container, audio) if audio is not None else None
+            sound = add_audio_stream(container, audio) if audio is not None else None
             if sound is not None:
-                _mux(container, sound[0], sound[1])
+                encode_and_mux(container, sound[0], sound[1])
             done = 0
             for chunk in stream.chunks(chunk_size, reports=stage_reports):
                 for item in chunk:
@@ -258,17 +258,17 @@ def encode_stream(stream: FrameStream, path: str | os.PathLike, crf: int = 18, c
                                         mode="edge")
                     frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
                     frame.pts = done
-                    _mux(container, video, frame)
+                    encode_and_mux(container, video, frame)
                     done += 1
                 release_freed_memory()
                 if progress is not None:
                     progress(done, info.num_frames)
-            _mux(container, video, None)
+            encode_and_mux(container, video, None)
             if sound is not None:
-                _mux(container, sound[0], None)
+                encode_and_mux(container, sound[0], None)
         if done != info.num_frames:
             raise VideoError(f"the stream gave {done} frames, {info.num_frames} were announced")
 
-    target = _write_atomically(path, overwrite, write)
+    target = write_atomically(path, overwrite, write)
     report["stages"] = [r for r in stage_reports if r]
     return target, report

@@ -10,7 +10,7 @@ from typing import Iterator
 import numpy as np
 
 from ...pipelines.lossless import iter_video_frames, video_rate, write_lossless
-from ...pipelines.media import (_add_audio_stream, _even_size, _mux, _write_atomically, fit_audio_to_frames,
+from ...pipelines.media import (add_audio_stream, even_size, encode_and_mux, write_atomically, fit_audio_to_frames,
                                 make_audio, read_audio, write_wav)
 from .plan import Chunk
 
@@ -106,23 +106,23 @@ def encode_final(path: Path, chunk_files: list[Path], fps: Fraction, audio: dict
             stream.options = {"crf": str(crf)}
             if audio is not None:
                 fitted = fit_audio_to_frames(audio["waveform"], audio["sample_rate"], num_frames, fps)
-                sound, sound_frame = _add_audio_stream(container, make_audio(fitted, audio["sample_rate"]))
-                _mux(container, sound, sound_frame)
+                sound, sound_frame = add_audio_stream(container, make_audio(fitted, audio["sample_rate"]))
+                encode_and_mux(container, sound, sound_frame)
             written = 0
             for chunk_file in chunk_files:
                 for frame in iter_video_frames(chunk_file):
                     # Converted to yuv420p here: left to the encoder, PyAV's implicit conversion gave different
                     # bits for the same frames from run to run (tens of grey levels after x264), this one does not.
-                    picture = av.VideoFrame.from_ndarray(_even_size(frame[None])[0], format="rgb24")
+                    picture = av.VideoFrame.from_ndarray(even_size(frame[None])[0], format="rgb24")
                     picture = picture.reformat(format="yuv420p")
                     # explicit timestamps at the clip's own rate (x264's rate control reads frame durations)
                     picture.pts, picture.time_base = written, Fraction(1) / fps
-                    _mux(container, stream, picture)
+                    encode_and_mux(container, stream, picture)
                     written += 1
             if written != num_frames:
                 raise ValueError(f"{path.name}: the chunks hold {written} frames, the clip has {num_frames}")
-            _mux(container, stream, None)
+            encode_and_mux(container, stream, None)
             if audio is not None:
-                _mux(container, sound, None)
+                encode_and_mux(container, sound, None)
 
-    return _write_atomically(path, overwrite, write)
+    return write_atomically(path, overwrite, write)

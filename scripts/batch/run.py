@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ...pipelines.media import _write_atomically, free_path
+from ...pipelines.media import write_atomically, free_path
 from ..runner import apply_overrides, load_api_workflow, missing_model_files
 from .cut import audio_range, encode_final, load_audio, probe, subclips, write_subclip
 from .manifest import Manifest, file_record, sha256_file, verified
@@ -156,7 +156,7 @@ def record_chunk(manifest: Manifest, video: Video, chunk: Chunk, result: dict, r
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"chunk_{chunk.index:04d}.mkv"
     # Our own intermediate: an unverified leftover of an earlier run is replaced (atomically).
-    _write_atomically(path, True, lambda temp: Path(temp).write_bytes(result["data"]))
+    write_atomically(path, True, lambda temp: Path(temp).write_bytes(result["data"]))
     video.entry["chunks"][str(chunk.index)] = dict(
         file_record(path, manifest.root), start=chunk.start, end=chunk.end, worker=result["worker"],
         retries=retries, seconds=round(result["seconds"], 3), **_own_faces(result["reports"], chunk))
@@ -179,7 +179,7 @@ def finish_video(manifest: Manifest, video: Video, overwrite: bool, keep_chunks:
               "workers": sorted({r["worker"] for r in records}), "retries": sum(r["retries"] for r in records),
               "chunk_details": [{k: r.get(k) for k in ("start", "end", "worker", "retries", "seconds",
                                                        "faces_found", "passed_through")} for r in records]}
-    report_path = _write_atomically(free_path(output.with_suffix(".json"), overwrite), overwrite,
+    report_path = write_atomically(free_path(output.with_suffix(".json"), overwrite), overwrite,
                                     lambda temp: Path(temp).write_text(json.dumps(report, indent=1)))
     video.entry.update(output=file_record(output, manifest.root), report_file=file_record(report_path, manifest.root),
                        report=report)
