@@ -22,30 +22,39 @@ def node(class_type: str, title: str | None = None, **inputs) -> dict:
     return {"class_type": class_type, "inputs": inputs, "_meta": {"title": title or class_type}}
 
 
-def _diff2lip_core(enhanced: bool) -> dict:
+def _lip_sync_settings(enhanced: bool, batch_size: int) -> dict:
     """Plain: the release's settings (ddim25, seed 7, the most confident face, pads 0, whole-box 8-bit paste).
     Enhanced: 50 steps, the largest face, a 10 px chin margin (Wav2Lip's pad) and only the generated half pasted,
-    since the lip-mask composite blends the mouth back anyway.  Both stream: the video is decoded, lip-synced,
-    enhanced and encoded chunk by chunk (memory independent of the clip's length); the IMAGE-batch nodes stay
-    available for short clips and other packs."""
+    since the lip-mask composite blends the mouth back anyway."""
+    return dict(model=["5", 0], detector=["6", 0], quality="high" if enhanced else "balanced", custom_steps=25,
+                seed=7, batch_size=batch_size, face="largest" if enhanced else "most confident", face_index=0,
+                pad_top=0,
+                pad_bottom=10 if enhanced else 0, pad_left=0, pad_right=0,
+                paste="lower half" if enhanced else "whole box (release)", close_mouth_in_silence=enhanced,
+                flow_guided_start=0.0)
+
+
+def _with_enhanced_inputs(g: dict) -> dict:
+    """Audio clean-up (id 4) before and Real-ESRGAN (id 8) inside the lip sync (id 7) of an enhanced graph."""
+    g["4"] = node("Diff2LipAudioCleanup", "Audio Clean-up", audio=["3", 0], denoise=True, compress=False,
+                  target_lufs=-23.0, offset_ms=0.0)
+    g["8"] = node("Diff2LipUpscalerLoader", "Super-resolution Model", model_name="RealESRGAN_x2plus.pth",
+                  backend="spandrel")
+    g["7"]["inputs"]["upscale_model"] = ["8", 0]
+    return g
+
+
+def _diff2lip_core(enhanced: bool) -> dict:
+    """Both stream: the video is decoded, lip-synced, enhanced and encoded chunk by chunk (memory independent of the
+    clip's length); the IMAGE-batch nodes stay available for short clips and other packs."""
     g = {
         "1": node("TalkingHeadLoadVideoStream", "Load Video", video=SAMPLE_VIDEO, start_frame=0, frame_count=0),
         "3": node("TalkingHeadLoadAudio", "Driving Speech", audio=SAMPLE_SPEECH),
         **_diff2lip_loaders(),
         "7": node("Diff2LipLipSyncStream", "Lip Sync", stream=["1", 0], audio=["4" if enhanced else "3", 0],
-                  model=["5", 0], detector=["6", 0], quality="high" if enhanced else "balanced", custom_steps=25,
-                  seed=7, batch_size=0, face="largest" if enhanced else "most confident", face_index=0, pad_top=0,
-                  pad_bottom=10 if enhanced else 0, pad_left=0, pad_right=0,
-                  paste="lower half" if enhanced else "whole box (release)", close_mouth_in_silence=enhanced,
-                  flow_guided_start=0.0, max_gap=5),
+                  **_lip_sync_settings(enhanced, batch_size=0), max_gap=5),
     }
-    if enhanced:
-        g["4"] = node("Diff2LipAudioCleanup", "Audio Clean-up", audio=["3", 0], denoise=True, compress=False,
-                      target_lufs=-23.0, offset_ms=0.0)
-        g["8"] = node("Diff2LipUpscalerLoader", "Super-resolution Model", model_name="RealESRGAN_x2plus.pth",
-                      backend="spandrel")
-        g["7"]["inputs"]["upscale_model"] = ["8", 0]
-    return g
+    return _with_enhanced_inputs(g) if enhanced else g
 
 
 def _encode(g: dict, frames_from: list, prefix: str) -> dict:
@@ -139,33 +148,21 @@ def gagavatar_enhanced() -> dict:
 # metrics (quality, lip-sync, artifact check, render metrics) need.
 
 
-def _diff2lip_core_images(enhanced: bool) -> dict:
-    """Plain: the release's settings (ddim25, seed 7, the most confident face, pads 0, whole-box 8-bit paste).
-    Enhanced: 50 steps, the largest face, a 10 px chin margin (Wav2Lip's pad) and only the generated half pasted,
-    since the lip-mask composite blends the mouth back anyway."""
+def _diff2lip_enhanced_core_images() -> dict:
+    """The enhanced lip sync on a whole IMAGE batch (core Load Video), for the whole-clip metrics nodes."""
     g = {
         "1": node("LoadVideo", "Load Video", file=SAMPLE_VIDEO),
         "2": node("GetVideoComponents", "Video Components", video=["1", 0]),
         "3": node("TalkingHeadLoadAudio", "Driving Speech", audio=SAMPLE_SPEECH),
         **_diff2lip_loaders(),
-        "7": node("Diff2LipLipSync", "Lip Sync", frames=["2", 0], audio=["4" if enhanced else "3", 0], fps=["2", 2],
-                  model=["5", 0], detector=["6", 0], quality="high" if enhanced else "balanced", custom_steps=25,
-                  seed=7, batch_size=8, face="largest" if enhanced else "most confident", face_index=0, pad_top=0,
-                  pad_bottom=10 if enhanced else 0, pad_left=0, pad_right=0,
-                  paste="lower half" if enhanced else "whole box (release)", close_mouth_in_silence=enhanced,
-                  flow_guided_start=0.0, sampling_mask="lower_half", max_gap=5),
+        "7": node("Diff2LipLipSync", "Lip Sync", frames=["2", 0], audio=["4", 0], fps=["2", 2],
+                  **_lip_sync_settings(enhanced=True, batch_size=8), sampling_mask="lower_half", max_gap=5),
     }
-    if enhanced:
-        g["4"] = node("Diff2LipAudioCleanup", "Audio Clean-up", audio=["3", 0], denoise=True, compress=False,
-                      target_lufs=-23.0, offset_ms=0.0)
-        g["8"] = node("Diff2LipUpscalerLoader", "Super-resolution Model", model_name="RealESRGAN_x2plus.pth",
-                      backend="spandrel")
-        g["7"]["inputs"]["upscale_model"] = ["8", 0]
-    return g
+    return _with_enhanced_inputs(g)
 
 
 def diff2lip_enhanced_images() -> dict:
-    g = _diff2lip_core_images(enhanced=True)
+    g = _diff2lip_enhanced_core_images()
     g.update({
         "9": node("Diff2LipLipMaskComposite", "Lip-Mask Composite", original=["2", 0], generated=["7", 0],
                   generated_mask=["7", 2], mode="lip mask", expansion=1.2, feather=0.2, adaptive_gain=1.0,
