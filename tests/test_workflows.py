@@ -270,6 +270,8 @@ def test_enhanced_image_workflows_keep_the_whole_clip_metrics(server):
     assert "flagged_frames" in sync["artifacts"] and "flagged_frames" in json.loads(
         result["history"]["outputs"]["18"]["text"][0])
     assert result["history"]["outputs"]["19"]["images"]  # the per-frame plot
+    quality = json.loads(result["history"]["outputs"]["16"]["text"][0])
+    assert quality["max_abs_outside"] < 1e-6  # outside the generated region the output equals the input
     result = server.run(load_api_workflow(WORKFLOWS / "gagavatar_enhanced_images_api.json"), timeout=900)
     assert result["messages"][-1]["type"] == "execution_success", result["messages"][-1]
     metrics = json.loads(result["history"]["outputs"]["15"]["text"][0])
