@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-from fractions import Fraction
 
 import comfy.model_management as mm
 import folder_paths
@@ -107,12 +106,13 @@ class TalkingHeadImagesToStream(io.ComfyNode):
 
     @classmethod
     def execute(cls, images, fps, audio=None):
+        from ..pipelines.media import exact_rate
         from ..pipelines.stream import ArraySource, FrameStream
 
         check_finite(images, "Images to Stream", "images")
         if audio is not None:
             check_audio(audio, "Images to Stream")
-        rate = Fraction(check_fps(fps, "Images to Stream")).limit_denominator(1001)
+        rate = exact_rate(check_fps(fps, "Images to Stream"))
         return io.NodeOutput(FrameStream(ArraySource(image_to_numpy(images), rate, audio)))
 
 

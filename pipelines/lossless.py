@@ -13,12 +13,9 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from .media import exact_rate
+
 LOSSLESS_SUFFIX = ".mkv"
-
-
-def exact_rate(fps) -> Fraction:
-    """A frame rate as a Fraction: Fractions pass through, floats like 29.97 become 30000/1001."""
-    return fps if isinstance(fps, Fraction) else Fraction(fps).limit_denominator(1001)
 
 
 class LosslessWriter:

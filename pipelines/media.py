@@ -65,6 +65,11 @@ def _resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
     return resample_poly(audio, rate_out // common, rate_in // common, axis=-1, window=("kaiser", _KAISER_BETA))
 
 
+def exact_rate(fps) -> Fraction:
+    """A frame rate as a Fraction for an encoder: Fractions pass through, floats like 29.97 become 30000/1001."""
+    return fps if isinstance(fps, Fraction) else Fraction(fps).limit_denominator(1001)
+
+
 def frames_to_samples(num_frames: int, fps: float, sample_rate: int) -> int:
     """Number of audio samples that spans ``num_frames`` video frames (rounded to the nearest sample)."""
     return int(round(Fraction(num_frames) * Fraction(sample_rate) / Fraction(fps).limit_denominator(100000)))
@@ -268,7 +273,7 @@ def _encode(temp: str, frames: np.ndarray, fps: float, audio: dict | None, crf: 
     import av
 
     with av.open(temp, mode="w") as container:
-        video = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+        video = container.add_stream("libx264", rate=exact_rate(fps))
         video.width, video.height = frames.shape[2], frames.shape[1]
         video.pix_fmt = "yuv420p"
         video.options = {"crf": str(crf)}

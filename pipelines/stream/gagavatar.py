@@ -8,11 +8,11 @@ carries the splat's alpha as its ``alpha`` mask.  Frame-side enhancements are pe
 from __future__ import annotations
 
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import Iterator
 
 import numpy as np
 
+from ..media import exact_rate
 from .core import FrameItem, PerFrameRun, Source, Stage, StreamInfo, not_signed
 
 
@@ -32,7 +32,7 @@ class AvatarRenderSource(Source):
     backend: str = "auto"
 
     def info(self) -> StreamInfo:
-        fps = Fraction(self.driver.fps or 25.0).limit_denominator(1001)
+        fps = exact_rate(self.driver.fps or 25.0)
         size = self.model.refine_size
         return StreamInfo(fps, size, size, len(self.driver), None)
 
