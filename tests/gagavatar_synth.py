@@ -279,3 +279,21 @@ def refiner_input() -> np.ndarray:
     value = (0.5 * np.sin(2 * np.pi * (x * (c + 1) / 512 * 3 + y / 173))
              + 0.25 * np.cos(2 * np.pi * y * (c % 5 + 1) / 512))
     return value.astype(np.float16).astype(np.float32)
+
+
+def tiny_scene(root, num_frames: int = 3, fps: float | None = None):
+    """The tiny test avatar used across the GAGAvatar tests, built under ``root``: a tiny random model, a synthetic
+    FLAME (64 vertices), a synthetic driver of ``num_frames`` and the source encoded from its first camera.
+    Returns (model, flame, avatar, source_shape, driver)."""
+    from talkinghead.models.flame import load_flame
+    from talkinghead.models.gagavatar import load_gagavatar
+    from talkinghead.pipelines import gagavatar as gg
+
+    root = Path(root)
+    write_synthetic_flame(root / "FLAME_with_eye.pt", num_vertices=64, seed=1)
+    write_synthetic_driver(root / "driver", num_frames=num_frames)
+    model = load_gagavatar(tiny_gagavatar_state_dict(num_vertices=64))
+    driver = gg.read_tracked(root / "driver", fps=fps)
+    avatar = gg.encode_source_cached(model, synthetic_frame(0), driver.transform_matrix[0])
+    source_shape = np.random.default_rng(5).normal(scale=0.5, size=300).astype(np.float32)
+    return model, load_flame(root / "FLAME_with_eye.pt"), avatar, source_shape, driver

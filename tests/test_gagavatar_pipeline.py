@@ -8,7 +8,6 @@ import pytest
 import torch
 
 import gagavatar_synth as synth
-from talkinghead.models.flame import load_flame
 from talkinghead.pipelines import gagavatar as gg
 
 
@@ -197,17 +196,7 @@ def test_half_precision_is_refused_on_cpu():
 
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory):
-    from talkinghead.models.gagavatar import load_gagavatar
-
-    root = tmp_path_factory.mktemp("scene")
-    synth.write_synthetic_flame(root / "FLAME_with_eye.pt", num_vertices=64, seed=1)
-    synth.write_synthetic_driver(root / "driver", num_frames=3)
-    model = load_gagavatar(synth.tiny_gagavatar_state_dict(num_vertices=64))
-    driver = gg.read_tracked(root / "driver")
-    source_camera = driver.transform_matrix[0]
-    avatar = gg.encode_source_cached(model, synth.synthetic_frame(0), source_camera)
-    source_shape = np.random.default_rng(5).normal(scale=0.5, size=300).astype(np.float32)
-    return model, load_flame(root / "FLAME_with_eye.pt"), avatar, source_shape, driver
+    return synth.tiny_scene(tmp_path_factory.mktemp("scene"), num_frames=3)
 
 
 def _reference_splat(model, flame, avatar, source_shape, driver, k):
