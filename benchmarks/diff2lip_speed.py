@@ -28,6 +28,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
+from compare import record  # noqa: E402
 from diff2lip_unet import _modules, random_release_state_dict  # noqa: E402
 
 SHIPPED_BATCH = 8  # the bundled workflows' batch_size
@@ -130,13 +131,7 @@ def main() -> None:
         print(f"{name:<9} {setting['batch']:>5} {seconds:13.4f} {min(walls['fp32']) / seconds:7.2f} "
               f"{out_diff.max().item():11.2e} {out_diff.mean().item():11.2e} {px_diff.max().item():9.0f} "
               f"{px_diff.mean().item():10.4f}")
-        summary[f"{name}_s"] = round(seconds, 5)
-        summary[f"{name}_rounds_s"] = [round(w, 5) for w in walls[name]]
-        if name != "fp32":
-            summary[f"{name}_maxdiff"] = float(f"{out_diff.max().item():.3e}")
-            summary[f"{name}_meandiff"] = float(f"{out_diff.mean().item():.3e}")
-            summary[f"{name}_pixel_maxdiff"] = int(px_diff.max().item())
-            summary[f"{name}_pixel_meandiff"] = round(px_diff.mean().item(), 5)
+        record(summary, name, walls[name], out_diff.numpy(), px_diff.numpy(), digits=5)
     summary["speedup"] = round(summary["fp32_s"] / summary["default_s"], 3)
     if compile_seconds is not None:
         summary["compile_first_call_s"] = round(compile_seconds, 1)

@@ -31,6 +31,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 from gagavatar_frame import FIXTURES, released_random_model  # noqa: E402
+from compare import record  # noqa: E402
 from pack import load_pack  # noqa: E402
 
 
@@ -103,13 +104,7 @@ def main() -> None:
         pixels = np.abs(_uint8(results[name]).astype(np.int16) - _uint8(reference))
         print(f"{name:<9} {seconds:9.3f} {min(walls['fp32']) / seconds:7.2f} {diff.max():9.2e} {diff.mean():9.2e} "
               f"{pixels.max():7d} {pixels.mean():8.4f}")
-        summary[f"{name}_s"] = round(seconds, 4)
-        summary[f"{name}_rounds_s"] = [round(w, 4) for w in walls[name]]
-        if name != "fp32":
-            summary[f"{name}_maxdiff"] = float(f"{diff.max():.3e}")
-            summary[f"{name}_meandiff"] = float(f"{diff.mean():.3e}")
-            summary[f"{name}_pixel_maxdiff"] = int(pixels.max())
-            summary[f"{name}_pixel_meandiff"] = round(float(pixels.mean()), 5)
+        record(summary, name, walls[name], diff, pixels, digits=4)
     summary["speedup"] = round(summary["fp32_s"] / summary["default_s"], 3)
     print(json.dumps(summary))
 
