@@ -65,6 +65,11 @@ def _pick(face: str, face_index: int):
     return {"largest": "largest", "most confident": "best"}.get(face, face_index)
 
 
+def _batch_size(batch_size: int, model) -> int:
+    """The batch_size input: 0 = auto, the device's best (1 on CPU, 8 on GPUs)."""
+    return batch_size or default_batch_size(model.device)
+
+
 def _validate_steps(node: str, quality: str, custom_steps: int):
     from ..pipelines.diff2lip import ddim_timesteps
     from ..pipelines.diff2lip.presets import steps_for
@@ -153,7 +158,8 @@ class Diff2LipLipSync(io.ComfyNode):
                                                      close_mouth_in_silence)
         upscale = _crop_upscaler(upscale_model, model.device)
         out, mask, report = lipsync(array, wav, fps, model.module, detector, steps=steps, seed=seed,
-                                    batch_size=batch_size or default_batch_size(model.device), pads=(pad_top, pad_bottom, pad_left, pad_right),
+                                    batch_size=_batch_size(batch_size, model),
+                                    pads=(pad_top, pad_bottom, pad_left, pad_right),
                                     pick=_pick(face, face_index),
                                     progress=progress_callback(len(array)), upscale=upscale, active_frames=active,
                                     flow_start=flow_guided_start, paste_whole_box=PASTE_MODES[paste],
@@ -246,7 +252,7 @@ class Diff2LipSampleFaces(io.ComfyNode):
         # as Lip Sync: silence past the end of the audio
         _, wav, active = speech_for_frames(audio["waveform"], audio["sample_rate"], crops.num_frames, fps,
                                            close_mouth_in_silence)
-        batch_size = batch_size or default_batch_size(model.device)
+        batch_size = _batch_size(batch_size, model)
         out = sample_crops(model.module, crops, wav, fps, steps_for(quality, custom_steps), seed, batch_size, active,
                            progress_callback(1))
         return io.NodeOutput(out, numpy_to_image(out.images) if len(out) else torch.zeros(1, 8, 8, 3))

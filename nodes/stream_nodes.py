@@ -15,8 +15,8 @@ from .common import image_to_numpy, log, progress_callback
 from .guards import check_audio, check_finite, check_fps, file_signature, input_file
 from .diff2lip_enhance_nodes import (FACEMESH, TEMPORAL_METHODS, color_match_settings, denoise_settings,
                                      lip_mask_settings, sharpen_settings, temporal_settings)
-from .diff2lip_lipsync_nodes import (_crop_upscaler, _face_inputs, _paste_input, _pick, _sampling_inputs,
-                                     _validate_steps)
+from .diff2lip_lipsync_nodes import (_batch_size, _crop_upscaler, _face_inputs, _paste_input, _pick,
+                                     _sampling_inputs, _validate_steps)
 from .paths import resolve_model_file
 from .sockets import DIFF2LIP_MODEL, FACE_DETECTOR, FRAME_STREAM
 
@@ -238,7 +238,6 @@ class Diff2LipLipSyncStream(io.ComfyNode):
                 pad_top, pad_bottom, pad_left, pad_right, paste, close_mouth_in_silence, flow_guided_start=0.0,
                 max_gap=5, upscale_model=None):
         from ..pipelines.diff2lip.presets import PASTE_MODES, steps_for
-        from ..models.speed import default_batch_size
         from ..pipelines.stream.diff2lip import LipSyncStage
 
         check_audio(audio, "Diff2Lip Lip Sync (stream)")
@@ -248,7 +247,7 @@ class Diff2LipLipSyncStream(io.ComfyNode):
                              check_cancel=mm.throw_exception_if_processing_interrupted,
                              identity=f"{model.name}|{detector!r}|{upscale_model!r}",
                              audio_signature=_audio_signature(audio), steps=steps, seed=seed,
-                             batch_size=batch_size or default_batch_size(model.device),
+                             batch_size=_batch_size(batch_size, model),
                              pads=(pad_top, pad_bottom, pad_left, pad_right), pick=_pick(face, face_index),
                              paste_whole_box=PASTE_MODES[paste], paste_name=paste,
                              close_mouth_in_silence=close_mouth_in_silence, flow_start=flow_guided_start,
