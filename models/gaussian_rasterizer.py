@@ -327,11 +327,11 @@ def bin_tiles(projected: ProjectedGaussians, opacity: torch.Tensor, height: int,
     grid_x, grid_y = _tile_grid(height, width)
     device = projected.means2d.device
     order = torch.sort(projected.depths, stable=True).indices
-    rects = projected.tile_rects[order]
+    rects = _take(projected.tile_rects, order)
     rows_per_gaussian = rects[:, 3] - rects[:, 1]
     row_owner = torch.repeat_interleave(torch.arange(order.numel(), device=device), rows_per_gaussian)
     first_row = torch.cumsum(rows_per_gaussian, 0) - rows_per_gaussian
-    tile_y = rects[row_owner, 1] + torch.arange(row_owner.numel(), device=device) - first_row[row_owner]
+    tile_y = _take(rects[:, 1], row_owner) + torch.arange(row_owner.numel(), device=device) - _take(first_row, row_owner)
     column_low, column_count = _row_column_spans(projected, opacity, order, row_owner, tile_y)
 
     # Pairs are generated Gaussian by Gaussian in depth order; a stable sort by tile keeps that order per tile.
@@ -339,12 +339,19 @@ def bin_tiles(projected: ProjectedGaussians, opacity: torch.Tensor, height: int,
     pair_row = torch.repeat_interleave(torch.arange(row_owner.numel(), device=device, dtype=torch.int32), column_count)
     first_pair = torch.cumsum(column_count, 0, dtype=torch.int32) - column_count
     tile_base = (tile_y * grid_x + column_low).to(torch.int32) - first_pair
-    tile = tile_base[pair_row] + torch.arange(pair_row.numel(), device=device, dtype=torch.int32)
+    tile = _take(tile_base, pair_row) + torch.arange(pair_row.numel(), device=device, dtype=torch.int32)
     tile_dtype = torch.int16 if grid_x * grid_y <= torch.iinfo(torch.int16).max else torch.int32
     tile, by_tile = torch.sort(tile.to(tile_dtype), stable=True)
     counts_per_tile = torch.bincount(tile.long(), minlength=grid_x * grid_y)
     offsets = torch.cat([counts_per_tile.new_zeros(1), torch.cumsum(counts_per_tile, 0)])
-    return TileLists(gaussians=order[row_owner[pair_row[by_tile]]], offsets=offsets, grid=(grid_y, grid_x))
+    gaussians = _take(order, _take(row_owner, _take(pair_row, by_tile)))
+    return TileLists(gaussians=gaussians, offsets=offsets, grid=(grid_y, grid_x))
+
+
+def _take(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``values[index]`` along the first axis: the same gather, but ``index_select`` is 2-4x faster than advanced
+    indexing on CPU for the millions of Gaussian-tile pairs of a frame."""
+    return values.index_select(0, index)
 
 
 def _row_column_spans(projected, opacity, order, row_owner, tile_y):
@@ -357,11 +364,11 @@ def _row_column_spans(projected, opacity, order, row_owner, tile_y):
     mirror point).  The ellipse ∩ band is convex, so a tile's pixel rectangle meets it exactly when the tile's x-range
     meets that extent.
     """
-    g = order[row_owner]
-    a, b, c = projected.conics[g].unbind(1)
-    mean_x, mean_y = projected.means2d[g].unbind(1)
+    g = _take(order, row_owner)
+    a, b, c = _take(projected.conics, g).unbind(1)
+    mean_x, mean_y = _take(projected.means2d, g).unbind(1)
     det = a * c - b * b
-    limit = 2.0 * (torch.log(opacity[g].to(det.dtype)) - math.log(ALPHA_MIN) + 1e-2)
+    limit = 2.0 * (torch.log(_take(opacity, g).to(det.dtype)) - math.log(ALPHA_MIN) + 1e-2)
     reach = torch.clamp(a * limit, min=0.0)
     half_height = torch.sqrt(reach / det)
     band_low = torch.maximum((tile_y * TILE).to(det.dtype) - mean_y, -half_height)
@@ -373,7 +380,7 @@ def _row_column_spans(projected, opacity, order, row_owner, tile_y):
 
     x_high = mean_x + extent_x(torch.minimum(torch.maximum(rightmost_dy, band_low), band_high), 1.0)
     x_low = mean_x + extent_x(torch.minimum(torch.maximum(-rightmost_dy, band_low), band_high), -1.0)
-    rect = projected.tile_rects[g]
+    rect = _take(projected.tile_rects, g)
     first = torch.maximum(torch.ceil((x_low - (TILE - 1)) / TILE).long(), rect[:, 0])
     last = torch.minimum(torch.floor(x_high / TILE).long(), rect[:, 2] - 1)
     count = torch.where(band_low <= band_high, torch.clamp(last - first + 1, min=0), 0)
@@ -557,11 +564,28 @@ _SURELY_FAINT = _F32(math.log2(ALPHA_MIN) - 1e-3)
 
 
 def _composite_pixels(busy, offsets, gaussians, params, features, grid_x, height, width, threads, color, trans):
-    """numba kernel body: tiles are dealt round-robin to ``threads`` workers (neighbouring tiles cost alike)."""
+    """numba kernel body: tiles are dealt round-robin to ``threads`` workers (neighbouring tiles cost alike).
+
+    Each worker first copies its tile's Gaussian parameters, in list order, into one contiguous column per
+    parameter: every pixel of the tile walks that list, and sequential reads beat 256 walks over scattered rows of
+    ``params`` (about 1.2x on the benchmark scene; the arithmetic is the same, so the result is bit-identical).
+    """
     channels = features.shape[1]
+    longest = 0
+    for i in range(busy.shape[0]):
+        longest = max(longest, offsets[busy[i] + 1] - offsets[busy[i]])
     for worker in prange(threads):
+        columns = np.empty((params.shape[1], longest), dtype=np.float32)
+        ids = np.empty(longest, dtype=gaussians.dtype)
         for i in range(worker, busy.shape[0], threads):
             tile = busy[i]
+            first, count = offsets[tile], offsets[tile + 1] - offsets[tile]
+            for j in range(count):
+                ids[j] = gaussians[first + j]
+                for q in range(params.shape[1]):
+                    columns[q, j] = params[ids[j], q]
+            mean_x, mean_y, half_a, b, half_c, log2_o, needle = (columns[0], columns[1], columns[2], columns[3],
+                                                                   columns[4], columns[5], columns[6])
             x0, y0 = (tile % grid_x) * TILE, (tile // grid_x) * TILE
             for row in range(TILE):
                 if y0 + row >= height:
@@ -573,16 +597,14 @@ def _composite_pixels(busy, offsets, gaussians, params, features, grid_x, height
                     pixel_x = _F32(x0 + column)
                     out = color[tile, row * TILE + column]
                     t = _F32(1.0)
-                    for k in range(offsets[tile], offsets[tile + 1]):
-                        g = gaussians[k]
-                        dx = params[g, 0] - pixel_x
-                        dy = params[g, 1] - pixel_y
-                        log2_o = params[g, 5]
-                        exponent = (params[g, 4] * dy * dy + log2_o) + params[g, 2] * dx * dx
-                        exponent = exponent + dy * (params[g, 3] * dx)
+                    for j in range(count):
+                        dx = mean_x[j] - pixel_x
+                        dy = mean_y[j] - pixel_y
+                        exponent = (half_c[j] * dy * dy + log2_o[j]) + half_a[j] * dx * dx
+                        exponent = exponent + dy * (b[j] * dx)
                         if exponent < _SURELY_FAINT:
                             continue
-                        if params[g, 6] != 0 and exponent > log2_o:  # power > 0 (rule 9)
+                        if needle[j] != 0 and exponent > log2_o[j]:  # power > 0 (rule 9)
                             continue
                         alpha = min(_F32(np.exp2(max(exponent, _F32(-126.0)))), _ALPHA_MAX_F32)
                         if alpha < _ALPHA_MIN_F32:
@@ -591,6 +613,7 @@ def _composite_pixels(busy, offsets, gaussians, params, features, grid_x, height
                         if test_t < _T_MIN_F32:
                             break
                         weight = alpha * t
+                        g = ids[j]
                         for c in range(channels):
                             out[c] += features[g, c] * weight
                         t = test_t
