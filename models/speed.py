@@ -64,7 +64,8 @@ def autocast(device: torch.device | str, dtype: torch.dtype | None):
 
 def default_batch_size(device: torch.device | str, gpu: int = 8) -> int:
     """Frames per network call: 1 on CPU, where larger batches push activations out of cache and are slower per
-    frame (measured: Diff2Lip 0.51 s/frame/step at batch 1 vs 0.82 at batch 8); ``gpu`` on accelerators."""
+    frame (measured on an idle 2-core CPU with benchmarks/diff2lip_speed.py: Diff2Lip 0.84 s/frame/step at batch 1
+    with channels_last vs 1.13 at batch 8); ``gpu`` on accelerators."""
     return 1 if torch.device(device).type == "cpu" else gpu
 
 
