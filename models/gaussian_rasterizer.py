@@ -106,8 +106,9 @@ def rasterize(
         return_depth: also return the fork's depth map Σ z·α·T (not normalised, no background).
         tiles_per_batch, chunk_size: torch-path work sizes (tiles composited together, Gaussians per step); they
         bound memory to about tiles_per_batch·256·chunk_size floats per temporary and do not change the result.
-        use_numba: on CPU, composite with the numba-compiled per-pixel loop when numba is installed (same rules,
-        equal to float rounding, several times faster); False = the tensor compositor.
+        use_numba: on CPU, when numba is installed, order the tile lists with a numba counting sort (the same lists)
+        and composite with the numba-compiled per-pixel loop (same rules, equal to float rounding, faster); False =
+        tensors only (the tensor sort and compositor).
 
     Returns:
         image [C,H,W] float32, alpha [H,W] (1 − final transmittance), radii [N] int32 (0 = culled), and
@@ -126,7 +127,7 @@ def rasterize(
         means, scales, rotations, viewmatrix, projmatrix, float(tanfovx), float(tanfovy), height, width
     )
     opacity = opacities[projected.index].float()
-    lists = bin_tiles(projected, opacity, height, width)
+    lists = bin_tiles(projected, opacity, height, width, use_numba=use_numba)
 
     feats = features[projected.index].float()
     bg = background.float()
@@ -317,12 +318,15 @@ def _tile_grid(height: int, width: int) -> tuple[int, int]:
     return (width + TILE - 1) // TILE, (height + TILE - 1) // TILE
 
 
-def bin_tiles(projected: ProjectedGaussians, opacity: torch.Tensor, height: int, width: int) -> TileLists:
+def bin_tiles(projected: ProjectedGaussians, opacity: torch.Tensor, height: int, width: int,
+              use_numba: bool = True) -> TileLists:
     """Rules 7–8: the Gaussian–tile pairs of the tile rectangles, sorted by tile and then by view z.
 
     Pairs whose Gaussian stays below α = 1/255 on every pixel centre of the tile cannot change any pixel and are not
     generated: per Gaussian and tile row, the tiles kept are those overlapping the x-extent of the ellipse
     {α >= 1/255} within the row's pixel band (a conservative bound, see ``_row_column_spans``).
+    ``use_numba``: on CPU, order the pairs with a numba counting sort when numba is installed (the same lists as the
+    tensor sort, about 3x faster); False = tensors only.
     """
     grid_x, grid_y = _tile_grid(height, width)
     device = projected.means2d.device
@@ -332,20 +336,61 @@ def bin_tiles(projected: ProjectedGaussians, opacity: torch.Tensor, height: int,
     row_owner = torch.repeat_interleave(torch.arange(order.numel(), device=device), rows_per_gaussian)
     first_row = torch.cumsum(rows_per_gaussian, 0) - rows_per_gaussian
     tile_y = _take(rects[:, 1], row_owner) + torch.arange(row_owner.numel(), device=device) - _take(first_row, row_owner)
-    column_low, column_count = _row_column_spans(projected, opacity, order, row_owner, tile_y)
+    row_gaussian = _take(order, row_owner)
+    column_low, column_count = _row_column_spans(projected, opacity, row_gaussian, tile_y)
 
-    # Pairs are generated Gaussian by Gaussian in depth order; a stable sort by tile keeps that order per tile.
-    column_count = column_count.to(torch.int32)
-    pair_row = torch.repeat_interleave(torch.arange(row_owner.numel(), device=device, dtype=torch.int32), column_count)
-    first_pair = torch.cumsum(column_count, 0, dtype=torch.int32) - column_count
-    tile_base = (tile_y * grid_x + column_low).to(torch.int32) - first_pair
-    tile = _take(tile_base, pair_row) + torch.arange(pair_row.numel(), device=device, dtype=torch.int32)
-    tile_dtype = torch.int16 if grid_x * grid_y <= torch.iinfo(torch.int16).max else torch.int32
-    tile, by_tile = torch.sort(tile.to(tile_dtype), stable=True)
-    counts_per_tile = torch.bincount(tile.long(), minlength=grid_x * grid_y)
-    offsets = torch.cat([counts_per_tile.new_zeros(1), torch.cumsum(counts_per_tile, 0)])
-    gaussians = _take(order, _take(row_owner, _take(pair_row, by_tile)))
+    # Pairs are generated row by row (Gaussians in depth order, each row's tiles left to right); ordering them by
+    # tile without reordering equal tiles keeps each tile's list front to back.
+    first_tile = tile_y * grid_x + column_low
+    if use_numba and device.type == "cpu" and _numba_importable():
+        sort_pairs = _pairs_by_tile_numba
+    else:
+        sort_pairs = _pairs_by_tile_torch
+    gaussians, offsets = sort_pairs(row_gaussian, first_tile, column_count, grid_x * grid_y)
     return TileLists(gaussians=gaussians, offsets=offsets, grid=(grid_y, grid_x))
+
+
+def _pairs_by_tile_torch(row_gaussian, first_tile, column_count, tiles):
+    """Expand each row's ``column_count`` tiles from ``first_tile`` into pairs and stable-sort them by tile; returns
+    the pairs' Gaussians and the per-tile offsets."""
+    device = row_gaussian.device
+    column_count = column_count.to(torch.int32)
+    pair_row = torch.repeat_interleave(torch.arange(row_gaussian.numel(), device=device, dtype=torch.int32),
+                                       column_count)
+    first_pair = torch.cumsum(column_count, 0, dtype=torch.int32) - column_count
+    tile_base = first_tile.to(torch.int32) - first_pair
+    tile = _take(tile_base, pair_row) + torch.arange(pair_row.numel(), device=device, dtype=torch.int32)
+    tile_dtype = torch.int16 if tiles <= torch.iinfo(torch.int16).max else torch.int32
+    tile, by_tile = torch.sort(tile.to(tile_dtype), stable=True)
+    counts_per_tile = torch.bincount(tile.long(), minlength=tiles)
+    offsets = torch.cat([counts_per_tile.new_zeros(1), torch.cumsum(counts_per_tile, 0)])
+    return _take(row_gaussian, _take(pair_row, by_tile)), offsets
+
+
+def _pairs_by_tile_numba(row_gaussian, first_tile, column_count, tiles):
+    """The same as ``_pairs_by_tile_torch`` as a counting sort (stable by construction), without the pair-sized
+    temporaries."""
+    gaussians, offsets = _numba_compiled(_counting_sort_pairs)(
+        row_gaussian.numpy(), first_tile.numpy(), column_count.numpy(), tiles)
+    return torch.from_numpy(gaussians), torch.from_numpy(offsets)
+
+
+def _counting_sort_pairs(row_gaussian, first_tile, column_count, tiles):
+    """numba body: count the pairs per tile, prefix-sum the counts into offsets, then place rows in their order."""
+    offsets = np.zeros(tiles + 1, dtype=np.int64)
+    for r in range(row_gaussian.shape[0]):
+        for k in range(column_count[r]):
+            offsets[first_tile[r] + k + 1] += 1
+    for tile in range(tiles):
+        offsets[tile + 1] += offsets[tile]
+    cursor = offsets[:-1].copy()
+    gaussians = np.empty(offsets[tiles], dtype=row_gaussian.dtype)
+    for r in range(row_gaussian.shape[0]):
+        for k in range(column_count[r]):
+            tile = first_tile[r] + k
+            gaussians[cursor[tile]] = row_gaussian[r]
+            cursor[tile] += 1
+    return gaussians, offsets
 
 
 def _take(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -354,7 +399,7 @@ def _take(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return values.index_select(0, index)
 
 
-def _row_column_spans(projected, opacity, order, row_owner, tile_y):
+def _row_column_spans(projected, opacity, g, tile_y):
     """First tile column and column count, per (Gaussian, tile row), of the tiles the ellipse {α >= 1/255} reaches.
 
     With the conic Q = [[a, b], [b, c]] and d = pixel − mean, α >= 1/255 means dᵀQd <= L = 2·ln(255·o) (plus a slack
@@ -364,7 +409,6 @@ def _row_column_spans(projected, opacity, order, row_owner, tile_y):
     mirror point).  The ellipse ∩ band is convex, so a tile's pixel rectangle meets it exactly when the tile's x-range
     meets that extent.
     """
-    g = _take(order, row_owner)
     a, b, c = _take(projected.conics, g).unbind(1)
     mean_x, mean_y = _take(projected.means2d, g).unbind(1)
     det = a * c - b * b
@@ -521,40 +565,41 @@ def _composite_numba(projected, opacity, features, lists, height, width, backgro
 
     Same per-Gaussian parameters and float32 arithmetic as the torch compositor (exp2 of the same exponent), so the
     two agree to float rounding; the per-pixel loop stops at the pixel's own early-termination point and never
-    builds a full-size temporary, which is several times faster on CPU.  Uses torch's thread count.
+    builds a full-size temporary, which is faster on CPU.  Uses torch's thread count.
     """
     import numba
 
-    grid_y, grid_x = lists.grid
+    grid_x = lists.grid[1]
     params = _compositor_params(projected, opacity).numpy()
     features = np.ascontiguousarray(features.numpy(), dtype=np.float32)
     gaussians = lists.gaussians.numpy()
     offsets = lists.offsets.numpy()
     busy = np.nonzero(offsets[1:] > offsets[:-1])[0]
-    color = np.zeros((grid_y * grid_x, TILE * TILE, features.shape[1]), dtype=np.float32)
-    transmittance = np.ones((grid_y * grid_x, TILE * TILE), dtype=np.float32)
+    color = np.zeros((height, width, features.shape[1]), dtype=np.float32)  # channels last: one pixel's are adjacent
+    transmittance = np.ones((height, width), dtype=np.float32)
     threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
     numba.set_num_threads(threads)
-    _numba_kernel()(busy, offsets, gaussians, params, features, grid_x, height, width, threads, color, transmittance)
-    image = _untile(torch.from_numpy(color).permute(0, 2, 1), grid_y, grid_x, height, width)
-    final_t = _untile(torch.from_numpy(transmittance)[:, None, :], grid_y, grid_x, height, width)[0]
-    return image + final_t[None] * background[:, None, None], final_t
+    _numba_compiled(_composite_pixels, parallel=True)(
+        busy, offsets, gaussians, params, features, grid_x, height, width, threads, color, transmittance)
+    final_t = torch.from_numpy(transmittance)
+    # background·T + colour (= colour + background·T exactly): written into the contiguous [C,H,W] product
+    return (final_t[None] * background[:, None, None]).add_(torch.from_numpy(color).permute(2, 0, 1)), final_t
 
 
-_NUMBA_KERNEL = None
+_NUMBA_COMPILED: dict = {}
 prange = range  # numba.prange once numba is imported (the kernel reads it as a global when compiled)
 
 
-def _numba_kernel():
-    """Compile the per-pixel compositor once per process (a few seconds).  No on-disk cache: numba's cache records
+def _numba_compiled(function, parallel: bool = False):
+    """``function`` compiled by numba once per process (a few seconds).  No on-disk cache: numba's cache records
     the module by import name, and the pack is imported under different names (ComfyUI's folder name, tests)."""
-    global _NUMBA_KERNEL, prange
-    if _NUMBA_KERNEL is None:
+    global prange
+    if function not in _NUMBA_COMPILED:
         import numba
 
         prange = numba.prange
-        _NUMBA_KERNEL = numba.njit(parallel=True)(_composite_pixels)
-    return _NUMBA_KERNEL
+        _NUMBA_COMPILED[function] = numba.njit(parallel=parallel)(function)
+    return _NUMBA_COMPILED[function]
 
 
 _F32 = np.float32
@@ -595,7 +640,7 @@ def _composite_pixels(busy, offsets, gaussians, params, features, grid_x, height
                     if x0 + column >= width:
                         break
                     pixel_x = _F32(x0 + column)
-                    out = color[tile, row * TILE + column]
+                    out = color[y0 + row, x0 + column]
                     t = _F32(1.0)
                     for j in range(count):
                         dx = mean_x[j] - pixel_x
@@ -617,7 +662,7 @@ def _composite_pixels(busy, offsets, gaussians, params, features, grid_x, height
                         for c in range(channels):
                             out[c] += features[g, c] * weight
                         t = test_t
-                    trans[tile, row * TILE + column] = t
+                    trans[y0 + row, x0 + column] = t
 
 
 def gsplat_inputs(projected: ProjectedGaussians, lists: TileLists):

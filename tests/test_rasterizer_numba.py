@@ -50,3 +50,18 @@ def test_numba_compositor_matches_on_a_head_like_scene_and_uses_torch_threads():
     assert 0.3 < alpha.mean().item() < 1.0
     assert (image - ref_image).abs().max().item() < 1e-4
     assert (alpha - ref_alpha).abs().max().item() < 1e-4
+
+
+def test_numba_tile_lists_equal_the_tensor_sort():
+    from gaussian_rasterizer import front_camera, head_like_cloud
+
+    means, scales, rotations, opacities, _ = head_like_cloud(channels=4, plane_side=60, surface_points=500)
+    view, proj, tanfov = front_camera()
+    projected = gr.project_gaussians(means, scales * 2, rotations, view, proj, tanfov, tanfov, 96, 80)
+    opacity = opacities.reshape(-1)[projected.index].float()
+    counted = gr.bin_tiles(projected, opacity, 96, 80, use_numba=True)
+    sorted_ = gr.bin_tiles(projected, opacity, 96, 80, use_numba=False)
+    assert counted.gaussians.numel() > projected.index.numel()  # a real scene: Gaussians spanning several tiles
+    assert torch.equal(counted.gaussians, sorted_.gaussians)
+    assert torch.equal(counted.offsets, sorted_.offsets)
+    assert counted.gaussians.dtype == sorted_.gaussians.dtype == torch.int64
