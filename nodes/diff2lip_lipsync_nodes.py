@@ -51,6 +51,19 @@ def _face_inputs() -> list:
     ]
 
 
+def _max_gap_input() -> io.Int.Input:
+    return io.Int.Input("max_gap", default=5, min=0, max=100,
+                        tooltip="Frames without a detected face between two detected ones get interpolated boxes "
+                                "when the gap is at most this long (0 = off); longer gaps pass through.")
+
+
+def _flow_start_input() -> io.Float.Input:
+    return io.Float.Input("flow_guided_start", default=0.0, min=0.0, max=0.9, step=0.05,
+                          tooltip="Experimental, off by default: start each frame's sampling from the previous "
+                                  "frame's result warped by optical flow, skipping this fraction of the steps (frames "
+                                  "are then sampled one by one). Not verified with the released weights; see README.")
+
+
 def _paste_input() -> io.Combo.Input:
     from ..pipelines.diff2lip.presets import PASTE_MODES, RELEASE_PASTE
 
@@ -114,14 +127,8 @@ class Diff2LipLipSync(io.ComfyNode):
                 *_face_inputs(),
                 _paste_input(),
                 io.Boolean.Input("close_mouth_in_silence", default=False, tooltip=help_text.CLOSE_MOUTH_IN_SILENCE),
-                io.Float.Input("flow_guided_start", default=0.0, min=0.0, max=0.9, step=0.05,
-                               tooltip="Experimental, off by default: start each frame's sampling from the previous "
-                                       "frame's result warped by optical flow, skipping this fraction of the steps "
-                                       "(frames are then sampled one by one). Not verified with the released "
-                                       "weights; see README."),
-                io.Int.Input("max_gap", default=5, min=0, max=100,
-                             tooltip="Frames without a detected face between two detected ones get interpolated "
-                                     "boxes when the gap is at most this long (0 = off); longer gaps pass through."),
+                _flow_start_input(),
+                _max_gap_input(),
                 io.UpscaleModel.Input("upscale_model", optional=True, tooltip=help_text.CROP_UPSCALER),
                 io.Combo.Input("sampling_mask", options=["lower_half", "lip_region"], default="lower_half",
                                optional=True,
@@ -194,9 +201,7 @@ class Diff2LipCropFaces(io.ComfyNode):
                     io.Int.Input("crop_size", default=128, min=16, max=1024,
                                  tooltip="The model's input size: 128 for the released checkpoint."),
                     *_face_inputs(),
-                    io.Int.Input("max_gap", default=5, min=0, max=100,
-                                 tooltip="Detection gaps of at most this many frames between detected frames get "
-                                         "interpolated boxes (as Diff2Lip Lip Sync); 0 = off.")],
+                    _max_gap_input()],
             outputs=[DIFF2LIP_CROPS.Output(display_name="crops"), io.Image.Output(display_name="crop_images")],
         )
 

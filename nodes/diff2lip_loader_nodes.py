@@ -38,9 +38,10 @@ class Diff2LipModelLoader(io.ComfyNode):
                              tooltip="Attention head width: the one size the checkpoint cannot tell. The release uses 64."),
                 io.Boolean.Input("compile", default=False, optional=True,
                                  tooltip="torch.compile the UNet: the same output (float rounding), 3-4 % faster "
-                                         "measured on a 2-core CPU (not measured on a GPU), but the FIRST run compiles for minutes (about 1.5 min "
-                                         "on a 2-core CPU; cached on disk afterwards). Falls back to plain "
-                                         "PyTorch with a warning where compiling is impossible. Off (default) = start at once."),
+                                         "measured on a 2-core CPU (not measured on a GPU), but the FIRST run "
+                                         "compiles for minutes (about 1.5 min on a 2-core CPU; cached on disk "
+                                         "afterwards). Falls back to plain PyTorch with a warning where compiling is "
+                                         "impossible. Off (default) = start at once."),
             ],
             outputs=[DIFF2LIP_MODEL.Output(display_name="model")],
         )

@@ -14,6 +14,13 @@ from .paths import model_file_problem, model_files, resolve_model_file
 from .sockets import FLAME_MODEL, GAGAVATAR_AVATAR, GAGAVATAR_DRIVER, GAGAVATAR_MODEL, GAGAVATAR_SOURCE
 CATEGORY = "TalkingHead/GAGAvatar"
 RASTERIZERS = ["auto", "torch", "gsplat"]
+
+
+def rasterizer_input() -> io.Combo.Input:
+    """The rasteriser choice of every node that splats (Animate Splats, Animate Avatar and its stream form)."""
+    return io.Combo.Input("rasterizer", options=RASTERIZERS, default="auto",
+                          tooltip="auto = gsplat on CUDA when installed, else the pure-PyTorch kernel (CPU and any "
+                                  "GPU); both follow the original 3DGS rules.")
 _models = ModelCache()
 _flames = ModelCache()
 
@@ -200,9 +207,7 @@ class GAGAvatarAnimate(io.ComfyNode):
                     io.Int.Input("batch_size", default=1, min=1, max=64,
                                  tooltip=help_text.batch_size("Frames per FLAME/rasteriser call",
                                                               "Each frame's splat is 32 MB in memory.")),
-                    io.Combo.Input("rasterizer", options=RASTERIZERS, default="auto",
-                                   tooltip="auto = gsplat on CUDA when installed, else the pure-PyTorch kernel "
-                                           "(CPU and any GPU); both follow the original 3DGS rules.")],
+                    rasterizer_input()],
             outputs=[io.Latent.Output(display_name="splats"),
                      io.Mask.Output(display_name="alpha", tooltip="The avatar's coverage per frame (0 = background): "
                                                                    "a matte for compositing or enhancement masks.")],
@@ -264,9 +269,7 @@ class GAGAvatarAnimateImages(io.ComfyNode):
                     io.Boolean.Input("reference_noise", default=False, tooltip=help_text.REFERENCE_NOISE),
                     io.Int.Input("batch_size", default=1, min=1, max=64,
                                  tooltip=help_text.batch_size("Frames per FLAME/rasteriser/refiner call")),
-                    io.Combo.Input("rasterizer", options=RASTERIZERS, default="auto",
-                                   tooltip="auto = gsplat on CUDA when installed, else the pure-PyTorch kernel "
-                                           "(CPU and any GPU); both follow the original 3DGS rules.")],
+                    rasterizer_input()],
             outputs=[io.Image.Output(display_name="frames"), io.Float.Output(display_name="fps")],
         )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from . import help_text
-from .gagavatar_nodes import RASTERIZERS, _autocast, _check_same_model
+from .gagavatar_nodes import _autocast, _check_same_model, rasterizer_input
 from .sockets import FLAME_MODEL, FRAME_STREAM, GAGAVATAR_AVATAR, GAGAVATAR_DRIVER, GAGAVATAR_MODEL, GAGAVATAR_SOURCE
 
 CATEGORY = "TalkingHead/GAGAvatar/stream"
@@ -28,8 +28,7 @@ class GAGAvatarAnimateStream(io.ComfyNode):
                                  tooltip=help_text.batch_size("Frames per FLAME/rasteriser/refiner call",
                                                               "One batch of 32 MB splats is alive at a time.")),
                     io.Boolean.Input("reference_noise", default=False, tooltip=help_text.REFERENCE_NOISE),
-                    io.Combo.Input("rasterizer", options=RASTERIZERS, default="auto",
-                                   tooltip="auto = gsplat on CUDA when installed, else the pure-PyTorch kernel.")],
+                    rasterizer_input()],
             outputs=[FRAME_STREAM.Output(display_name="stream"), io.Float.Output(display_name="fps")],
         )
 

@@ -11,12 +11,13 @@ import folder_paths
 import torch
 from comfy_api.latest import io
 
+from . import help_text
 from .common import image_to_numpy, log, progress_callback
 from .guards import check_audio, check_finite, check_fps, file_signature, input_file
 from .diff2lip_enhance_nodes import (FACEMESH, TEMPORAL_METHODS, color_match_settings, denoise_settings,
                                      lip_mask_settings, sharpen_settings, temporal_settings)
-from .diff2lip_lipsync_nodes import (_batch_size, _crop_upscaler, _face_inputs, _paste_input, _pick,
-                                     _sampling_inputs, _validate_steps)
+from .diff2lip_lipsync_nodes import (_batch_size, _crop_upscaler, _face_inputs, _flow_start_input, _max_gap_input,
+                                     _paste_input, _pick, _sampling_inputs, _validate_steps)
 from .paths import resolve_model_file
 from .sockets import DIFF2LIP_MODEL, FACE_DETECTOR, FRAME_STREAM
 
@@ -215,16 +216,10 @@ class Diff2LipLipSyncStream(io.ComfyNode):
                 *_sampling_inputs(),
                 *_face_inputs(),
                 _paste_input(),
-                io.Boolean.Input("close_mouth_in_silence", default=False,
-                                 tooltip="Keep the original mouth where silero-vad hears no speech."),
-                io.Float.Input("flow_guided_start", default=0.0, min=0.0, max=0.9, step=0.05,
-                               tooltip="Experimental, off by default (see Diff2Lip Lip Sync)."),
-                io.Int.Input("max_gap", default=5, min=0, max=100,
-                             tooltip="Frames without a detected face between two detected ones get interpolated "
-                                     "boxes when the gap is at most this long (0 = off); longer gaps pass through."),
-                io.UpscaleModel.Input("upscale_model", optional=True,
-                                      tooltip="Super-resolution for the generated crop before it is resized into a "
-                                              "larger face box."),
+                io.Boolean.Input("close_mouth_in_silence", default=False, tooltip=help_text.CLOSE_MOUTH_IN_SILENCE),
+                _flow_start_input(),
+                _max_gap_input(),
+                io.UpscaleModel.Input("upscale_model", optional=True, tooltip=help_text.CROP_UPSCALER),
             ],
             outputs=[FRAME_STREAM.Output(display_name="stream"), io.Audio.Output(display_name="audio")],
         )
