@@ -128,6 +128,32 @@ def progress_estimate(num_frames: int, batch_size: int, steps: int) -> int:
     return num_frames + -(-num_frames // batch_size) * steps
 
 
+def flow_skip_steps(flow_start: float, steps: int) -> int:
+    """DDIM steps that :func:`flow_guided_start` replaces for a ``flow_start`` fraction (0 = off); at least one step
+    is always sampled."""
+    if not 0.0 <= flow_start < 1.0:
+        raise ValueError(f"flow_start must be in [0, 1), got {flow_start}")
+    return min(int(round(flow_start * steps)), steps - 1)
+
+
+def generate_batch(model, batch: Sequence[int], crops: np.ndarray, mels: np.ndarray, steps: int, seed: int = 7,
+                   progress: Callable[[int, int], None] | None = None, previous: tuple | None = None,
+                   flow_skip: int = 0, sampling_mask: SamplingMask | None = None) -> np.ndarray:
+    """Generate the faces of one batch of frame indices from their input ``crops``; ``mels`` are indexed by frame.
+
+    ``previous`` = (frame index, input crop, generated crop) of the last frame generated before this batch: with
+    ``flow_skip`` > 0 a batch that starts right after it starts from :func:`flow_guided_start`.  The one batch step
+    of :func:`sample_in_batches` and of the streaming lip sync, which forms its batches as frames arrive.
+    """
+    mask_arg = {}  # the default call stays the release's
+    if sampling_mask is not None:
+        mask_arg["sample_mask"] = np.asarray(sampling_mask(crops), np.float32)[:, None]
+    if flow_skip and previous is not None and previous[0] == batch[0] - 1:
+        x_init = flow_guided_start(model, previous[2], previous[1], crops[0], steps, flow_skip, seed)
+        return generate_faces(model, crops, mels[batch], steps, seed, progress, x_init, flow_skip, **mask_arg)
+    return generate_faces(model, crops, mels[batch], steps, seed, progress, **mask_arg)
+
+
 def sample_in_batches(model, frame_indices: Sequence[int], crops_for: Callable[[list[int]], np.ndarray],
                       mels: np.ndarray, steps: int, seed: int = 7, batch_size: int = 8,
                       progress: Callable[[int, int], None] | None = None, ticks_before: int = 0,
@@ -147,17 +173,10 @@ def sample_in_batches(model, frame_indices: Sequence[int], crops_for: Callable[[
     previous = None  # (frame index, input crop, generated crop) of the last frame, for flow_skip
     for b, batch in enumerate(batches):
         crops = crops_for(batch)
-        mask_arg = {}  # the default call stays the release's
-        if sampling_mask is not None:
-            mask_arg["sample_mask"] = np.asarray(sampling_mask(crops), np.float32)[:, None]
         step_progress = None if progress is None else \
             (lambda done, _t, base=ticks_before + b * steps: progress(base + done, total))
-        if flow_skip and previous is not None and previous[0] == batch[0] - 1:
-            x_init = flow_guided_start(model, previous[2], previous[1], crops[0], steps, flow_skip, seed)
-            generated = generate_faces(model, crops, mels[batch], steps, seed, step_progress, x_init, flow_skip,
-                                       **mask_arg)
-        else:
-            generated = generate_faces(model, crops, mels[batch], steps, seed, step_progress, **mask_arg)
+        generated = generate_batch(model, batch, crops, mels, steps, seed, step_progress, previous, flow_skip,
+                                   sampling_mask)
         previous = (batch[-1], crops[-1], generated[-1])
         yield batch, crops, generated
     if progress is not None:
@@ -207,9 +226,7 @@ def lipsync(frames: np.ndarray, wav_16k: np.ndarray, fps: float, model, detect: 
         batch_size = default_batch_size(next(model.parameters()).device)
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    if not 0.0 <= flow_start < 1.0:
-        raise ValueError(f"flow_start must be in [0, 1), got {flow_start}")
-    skip = min(int(round(flow_start * steps)), steps - 1)
+    skip = flow_skip_steps(flow_start, steps)
     batch_size = 1 if skip else batch_size  # each frame starts from the previous frame's result
     n, height, width = frames.shape[:3]
     active = np.ones(n, bool) if active_frames is None else np.asarray(active_frames, bool)

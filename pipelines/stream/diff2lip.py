@@ -15,8 +15,8 @@ import numpy as np
 
 from ..diff2lip.audio import mel_windows, melspectrogram
 from ..diff2lip.crops import crop_faces
-from ..diff2lip.flow_start import flow_guided_start
-from ..diff2lip.lipsync import crops_8bit, detect_face, generate_faces, paste_generated, paste_whole_boxes_8bit
+from ..diff2lip.lipsync import (crops_8bit, detect_face, flow_skip_steps, generate_batch, paste_generated,
+                                paste_whole_boxes_8bit)
 from ..diff2lip.tracks import BoxTrack
 from ..media import fit_audio_to_frames, make_audio
 from .core import FrameItem, PerFrameRun, Stage, StageRun, StreamInfo, not_signed
@@ -67,15 +67,13 @@ class _LipSyncRun(StageRun):
 
         if stage.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {stage.batch_size}")
-        if not 0.0 <= stage.flow_start < 1.0:
-            raise ValueError(f"flow_start must be in [0, 1), got {stage.flow_start}")
+        self.skip = flow_skip_steps(stage.flow_start, stage.steps)  # validates flow_start before the audio work
         self.stage = stage
         n, fps = info.num_frames, float(info.fps)
         _, wav, active = speech_for_frames(stage.audio["waveform"], stage.audio["sample_rate"], n, fps,
                                            stage.close_mouth_in_silence)
         self.mels = mel_windows(melspectrogram(wav), fps=fps, num_frames=n)
         self.active = np.ones(n, bool) if active is None else active
-        self.skip = min(int(round(stage.flow_start * stage.steps)), stage.steps - 1)
         self.batch_size = 1 if self.skip else stage.batch_size
         self.track = BoxTrack((info.height, info.width), stage.pads, stage.smooth_window, stage.max_gap)
         self.held: dict[int, FrameItem] = {}  # frames whose box is not final yet
@@ -114,13 +112,8 @@ class _LipSyncRun(StageRun):
         # As the whole-clip lipsync: the release's whole-box paste crops, generates and pastes in 8 bits
         crop = crops_8bit if stage.paste_whole_box else crop_faces
         crops = crop(list(frames), boxes, stage.model.image_size)
-        if self.skip and self.previous is not None and self.previous[0] == indices[0] - 1:
-            x_init = flow_guided_start(stage.model, self.previous[2], self.previous[1], crops[0], stage.steps,
-                                       self.skip, stage.seed)
-            faces = generate_faces(stage.model, crops, self.mels[indices], stage.steps, stage.seed, self._tick, x_init,
-                                   self.skip)
-        else:
-            faces = generate_faces(stage.model, crops, self.mels[indices], stage.steps, stage.seed, self._tick)
+        faces = generate_batch(stage.model, indices, crops, self.mels, stage.steps, stage.seed, self._tick,
+                               self.previous, self.skip)
         self.previous = (indices[-1], crops[-1], faces[-1])
         output = frames  # a stacked copy: the originals stay untouched
         masks = np.zeros(output.shape[:3], np.float32)
