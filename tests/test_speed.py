@@ -131,3 +131,34 @@ def test_a_failing_torch_compile_falls_back_to_eager_with_a_warning(tiny, faces)
     finally:
         tiny.set_speed(channels_last=False)
     assert torch.equal(outputs, plain)
+
+
+class _RefinerOutOfMemoryAbove(torch.nn.Module):
+    """A stand-in refiner (frame = sigmoid of the first three splat channels) that runs out of CUDA memory for
+    batches larger than ``limit``."""
+
+    def __init__(self, limit: int):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(()))
+        self.limit, self.batches = limit, []
+
+    def refine(self, splats, randomize_noise=False):
+        self.batches.append(splats.shape[0])
+        if splats.shape[0] > self.limit:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return torch.sigmoid(splats[:, :3] * self.scale)
+
+
+def test_refiner_out_of_memory_batch_is_split_for_every_caller():
+    from talkinghead.pipelines.gagavatar.animation import refine_batch, refine_splats
+
+    splats = torch.randn(3, 32, 8, 8, generator=torch.Generator().manual_seed(0))
+    whole = refine_batch(_RefinerOutOfMemoryAbove(limit=3), splats, False, None)
+    limited = _RefinerOutOfMemoryAbove(limit=1)
+    split = refine_batch(limited, splats, False, None)  # the step the whole-clip animate and the stream take
+    assert limited.batches == [3, 1, 2, 1, 1]
+    np.testing.assert_array_equal(split, whole)
+    assert whole.shape == (3, 8, 8, 3)
+    np.testing.assert_array_equal(refine_splats(_RefinerOutOfMemoryAbove(limit=1), splats, batch_size=3), whole)
+    with pytest.raises(RuntimeError, match="GAGAvatar refiner: out of GPU memory even for a single frame"):
+        refine_batch(_RefinerOutOfMemoryAbove(limit=0), splats[:2], False, None)

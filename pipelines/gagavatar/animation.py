@@ -157,10 +157,17 @@ def splat_batch(model, flame, avatar, source_shape, driver, start, stop, autocas
 
 
 def refine_batch(model, splats: torch.Tensor, randomize_noise: bool, autocast_dtype) -> np.ndarray:
+    """Refiner over one batch of splats [B,C,S,S] -> frames float32 [B,S,S,3] in 0..1.  A CUDA out-of-memory error
+    splits the batch and retries (:func:`models.speed.split_on_oom`), for every caller: whole clip, split nodes and
+    the stream."""
     device, _ = _model_device_dtype(model)
-    with torch.no_grad(), _autocast(device, autocast_dtype):
-        rgb = model.refine(splats.to(device), randomize_noise=randomize_noise)
-    return rgb.float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
+
+    def run(start: int, stop: int) -> np.ndarray:
+        with torch.no_grad(), _autocast(device, autocast_dtype):
+            rgb = model.refine(splats[start:stop].to(device), randomize_noise=randomize_noise)
+        return rgb.float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
+
+    return split_on_oom(run, 0, splats.shape[0], np.concatenate, "GAGAvatar refiner")
 
 
 def _check_batch_size(batch_size: int) -> int:
@@ -197,8 +204,7 @@ def refine_splats(model, splats, batch_size: int = 1, progress: Progress = None,
         raise ValueError(f"splats must be [T,C,H,W], got {tuple(splats.shape)}")
     total, frames = splats.shape[0], []
     for start in range(0, total, batch_size):
-        frames.append(split_on_oom(lambda a, b: refine_batch(model, splats[a:b], randomize_noise, autocast_dtype),
-                                   start, min(start + batch_size, total), np.concatenate, "GAGAvatar refiner"))
+        frames.append(refine_batch(model, splats[start:start + batch_size], randomize_noise, autocast_dtype))
         if progress is not None:
             for done in range(start + 1, start + frames[-1].shape[0] + 1):
                 progress(done, total)
