@@ -48,6 +48,7 @@ def main() -> None:
     from talkinghead.models import speed
     from talkinghead.models.flame import load_flame
     from talkinghead.pipelines import gagavatar as gg
+    from talkinghead.pipelines.frames import to_uint8_half_up
 
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)
@@ -101,16 +102,12 @@ def main() -> None:
     for name in paths:
         seconds = min(walls[name])
         diff = np.abs(results[name] - reference)
-        pixels = np.abs(_uint8(results[name]).astype(np.int16) - _uint8(reference))
+        pixels = np.abs(to_uint8_half_up(results[name]).astype(np.int16) - to_uint8_half_up(reference))
         print(f"{name:<9} {seconds:9.3f} {min(walls['fp32']) / seconds:7.2f} {diff.max():9.2e} {diff.mean():9.2e} "
               f"{pixels.max():7d} {pixels.mean():8.4f}")
         record(summary, name, walls[name], diff, pixels, digits=4)
     summary["speedup"] = round(summary["fp32_s"] / summary["default_s"], 3)
     print(json.dumps(summary))
-
-
-def _uint8(frames: np.ndarray) -> np.ndarray:
-    return (np.clip(frames, 0, 1) * 255 + 0.5).astype(np.int16)
 
 
 if __name__ == "__main__":

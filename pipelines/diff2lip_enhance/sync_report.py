@@ -13,6 +13,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..frames import to_uint8
 from ..metrics.artifacts import detect_artifacts
 from ..metrics.av_offset import estimate_offset, mouth_opening, speech_envelope
 from ..metrics.lip_sync import SYNC_FPS, SYNC_SAMPLE_RATE, syncnet_scores, to_int16
@@ -49,7 +50,7 @@ def syncnet_report(model, frames: np.ndarray, wav16k: np.ndarray, fps: float,
     the frames themselves; ``{"absent": reason}`` when there is no face track or too little material."""
     from ..metrics.face_track import syncnet_face_crops
 
-    frames_u8 = np.clip(np.rint(frames_at_25fps(frames, fps) * 255.0), 0, 255).astype(np.uint8)
+    frames_u8 = to_uint8(frames_at_25fps(frames, fps))
     try:
         crops = syncnet_face_crops(frames_u8, detect_face_track(frames_u8, progress))
         scores = syncnet_scores(model, crops, to_int16(wav16k), SYNC_SAMPLE_RATE)

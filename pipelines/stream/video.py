@@ -12,7 +12,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..media import add_audio_stream, decode_audio_av, encode_and_mux, write_atomically, fit_audio_to_frames
+from ..frames import to_uint8
+from ..media import add_audio_stream, decode_audio_av, encode_and_mux, even_size, fit_audio_to_frames, write_atomically
 from .core import FrameStream, Source, StreamInfo
 
 # Frame-to-frame timestamp spread (in frame durations) beyond which a clip counts as variable frame rate.
@@ -203,10 +204,6 @@ def release_freed_memory() -> None:
 _malloc_trim = None
 
 
-def _to_uint8(image: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
-
-
 def encode_stream(stream: FrameStream, path: str | os.PathLike, crf: int = 18, codec: str = "h264",
                   chunk_size: int = 16, audio: dict | None = None, overwrite: bool = False,
                   progress: Callable[[int, int], None] | None = None) -> tuple[Path, dict]:
@@ -252,10 +249,7 @@ def encode_stream(stream: FrameStream, path: str | os.PathLike, crf: int = 18, c
             done = 0
             for chunk in stream.chunks(chunk_size, reports=stage_reports):
                 for item in chunk:
-                    pixels = _to_uint8(item.image)
-                    if pixels.shape[0] % 2 or pixels.shape[1] % 2:  # yuv420p needs even sizes
-                        pixels = np.pad(pixels, ((0, pixels.shape[0] % 2), (0, pixels.shape[1] % 2), (0, 0)),
-                                        mode="edge")
+                    pixels = even_size(to_uint8(item.image)[None])[0]
                     frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
                     frame.pts = done
                     encode_and_mux(container, video, frame)
