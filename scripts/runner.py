@@ -114,6 +114,20 @@ def missing_model_files(prompt: dict, models_dir: Path) -> list[str]:
     return messages
 
 
+def resolve_models_dir(given: Path | None) -> Path:
+    """The models folder of ``run`` and ``batch``: --models-dir, else $TALKINGHEAD_MODELS_DIR, else
+    ~/.cache/talkinghead/models."""
+    return given or Path(os.environ.get("TALKINGHEAD_MODELS_DIR", Path.home() / ".cache" / "talkinghead" / "models"))
+
+
+def report_missing_models(prompt: dict, models: Path) -> bool:
+    """Print what is missing (and how to get it) to stderr; True when something is, and nothing should run."""
+    missing = missing_model_files(prompt, models)
+    if missing:
+        print("Model files are missing; nothing was run:\n" + "\n".join(missing), file=sys.stderr)
+    return bool(missing)
+
+
 # Loader inputs the runner fills from --video / --audio / --source: kind -> {(class_type, input), ...}
 FILE_INPUTS = {
     "video": {("TalkingHeadLoadVideoStream", "video"), ("LoadVideo", "file")},
@@ -321,12 +335,9 @@ def _main(argv: list[str] | None) -> int:
         print("No ComfyUI to run in: pass --url of a running ComfyUI, or run scripts/setup.sh first "
               "(it installs the embedded server).", file=sys.stderr)
         return 2
-    models = args.models_dir or Path(os.environ.get("TALKINGHEAD_MODELS_DIR",
-                                                    Path.home() / ".cache" / "talkinghead" / "models"))
+    models = resolve_models_dir(args.models_dir)
     models.mkdir(parents=True, exist_ok=True)
-    missing = missing_model_files(prompt, models)
-    if missing:
-        print("Model files are missing; nothing was run:\n" + "\n".join(missing), file=sys.stderr)
+    if report_missing_models(prompt, models):
         return 3
     with tempfile.TemporaryDirectory(prefix="talkinghead-run-") as work:
         server = ComfyServer(Path(work), REPO, models_dir=models.resolve(), cpu=not args.gpu)

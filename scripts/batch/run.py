@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -22,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...pipelines.media import write_atomically, free_path
-from ..runner import apply_overrides, load_api_workflow, missing_model_files
+from ..runner import apply_overrides, load_api_workflow, report_missing_models, resolve_models_dir
 from .cut import audio_range, encode_final, load_audio, probe, subclips, write_subclip
 from .manifest import Manifest, file_record, sha256_file, verified
 from .plan import Chunk, Job, expand_inputs, pair_inputs, plan_chunks
@@ -298,11 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     prompt = apply_overrides(load_api_workflow(args.workflow), args.overrides)
     check_batchable(prompt)
     jobs = pair_inputs(expand_inputs(args.inputs), needs_audio(prompt))
-    models = (args.models_dir or Path(os.environ.get("TALKINGHEAD_MODELS_DIR",
-                                                     Path.home() / ".cache" / "talkinghead" / "models"))).resolve()
-    missing = missing_model_files(prompt, models)
-    if missing:
-        print("Model files are missing; nothing was run:\n" + "\n".join(missing), file=sys.stderr)
+    models = resolve_models_dir(args.models_dir).resolve()
+    if report_missing_models(prompt, models):
         return 3
     pool = (RayPool(args.ray, str(models), args.workers, cpu=not args.gpu) if args.ray
             else LocalPool(str(models), cpu=not args.gpu))
