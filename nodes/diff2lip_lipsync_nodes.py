@@ -74,6 +74,21 @@ def _paste_input() -> io.Combo.Input:
                                   "written; everything else stays bit-identical.")
 
 
+def lip_sync_inputs() -> list:
+    """The inputs Diff2Lip Lip Sync and its stream form share, after their frames and audio, in this order."""
+    return [
+        DIFF2LIP_MODEL.Input("model"),
+        FACE_DETECTOR.Input("detector"),
+        *_sampling_inputs(),
+        *_face_inputs(),
+        _paste_input(),
+        io.Boolean.Input("close_mouth_in_silence", default=False, tooltip=help_text.CLOSE_MOUTH_IN_SILENCE),
+        _flow_start_input(),
+        _max_gap_input(),
+        io.UpscaleModel.Input("upscale_model", optional=True, tooltip=help_text.CROP_UPSCALER),
+    ]
+
+
 def _pick(face: str, face_index: int):
     return {"largest": "largest", "most confident": "best"}.get(face, face_index)
 
@@ -121,15 +136,7 @@ class Diff2LipLipSync(io.ComfyNode):
                 io.Audio.Input("audio", tooltip=help_text.SPEECH),
                 io.Float.Input("fps", default=25.0, min=1.0, max=240.0, step=0.001,
                                tooltip=help_text.fps(note="Audio windows are placed by time (no re-timing).")),
-                DIFF2LIP_MODEL.Input("model"),
-                FACE_DETECTOR.Input("detector"),
-                *_sampling_inputs(),
-                *_face_inputs(),
-                _paste_input(),
-                io.Boolean.Input("close_mouth_in_silence", default=False, tooltip=help_text.CLOSE_MOUTH_IN_SILENCE),
-                _flow_start_input(),
-                _max_gap_input(),
-                io.UpscaleModel.Input("upscale_model", optional=True, tooltip=help_text.CROP_UPSCALER),
+                *lip_sync_inputs(),
                 io.Combo.Input("sampling_mask", options=["lower_half", "lip_region"], default="lower_half",
                                optional=True,
                                tooltip="What the diffusion re-generates: the lower half of the face crop (the "

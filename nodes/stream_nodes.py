@@ -11,15 +11,13 @@ import folder_paths
 import torch
 from comfy_api.latest import io
 
-from . import help_text
 from .common import image_to_numpy, log, progress_callback
 from .guards import check_audio, check_finite, check_fps, file_signature, input_file
 from .diff2lip_enhance_nodes import (FACEMESH, TEMPORAL_METHODS, color_match_settings, denoise_settings,
                                      lip_mask_settings, sharpen_settings, temporal_settings)
-from .diff2lip_lipsync_nodes import (_batch_size, _crop_upscaler, _face_inputs, _flow_start_input, _max_gap_input,
-                                     _paste_input, _pick, _sampling_inputs, _validate_steps)
+from .diff2lip_lipsync_nodes import _batch_size, _crop_upscaler, _pick, _validate_steps, lip_sync_inputs
 from .paths import resolve_model_file
-from .sockets import DIFF2LIP_MODEL, FACE_DETECTOR, FRAME_STREAM
+from .sockets import FRAME_STREAM
 
 CATEGORY = "TalkingHead/stream"
 LOAD_VIDEO = "Load Video as Stream"
@@ -211,15 +209,7 @@ class Diff2LipLipSyncStream(io.ComfyNode):
             inputs=[
                 FRAME_STREAM.Input("stream", tooltip=STREAM_TIP),
                 io.Audio.Input("audio", tooltip="Speech to sync to: any sample rate and channel count."),
-                DIFF2LIP_MODEL.Input("model"),
-                FACE_DETECTOR.Input("detector"),
-                *_sampling_inputs(),
-                *_face_inputs(),
-                _paste_input(),
-                io.Boolean.Input("close_mouth_in_silence", default=False, tooltip=help_text.CLOSE_MOUTH_IN_SILENCE),
-                _flow_start_input(),
-                _max_gap_input(),
-                io.UpscaleModel.Input("upscale_model", optional=True, tooltip=help_text.CROP_UPSCALER),
+                *lip_sync_inputs(),
             ],
             outputs=[FRAME_STREAM.Output(display_name="stream"), io.Audio.Output(display_name="audio")],
         )
